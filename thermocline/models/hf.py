@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import SafetensorError
+from safetensors import SafetensorError
 from tokenizers import Tokenizer
 from torch import Tensor
 
@@ -115,7 +115,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         activation_threshold=hf.get("hidden_act_param", 0.0) if act == "fatrelu" else 0.0,
         head_dim=hf.get("head_dim") or 0,
         norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_theta=hf.get("rope_theta", 10000.0),
+        rope_theta=_rope_parameters(hf)["rope_theta"],
         rope_scaling=_rope_scaling(hf),
         qkv_bias=attention_bias or model_type == "qwen2",
         o_bias=attention_bias,
@@ -130,9 +130,14 @@ def _as_list(value: int | list[int] | None) -> list[int]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def _rope_parameters(hf: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 writes `rope_parameters` (with rope_theta inside); 4.x `rope_scaling`."""
+    return {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+
+
 def _rope_scaling(hf: dict[str, Any]) -> RopeScaling | None:
-    scaling = hf.get("rope_scaling")
-    if not scaling:
+    scaling = _rope_parameters(hf)
+    if "rope_type" not in scaling and "type" not in scaling:
         return None
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind == "default":

@@ -1,0 +1,130 @@
+"""The ILP against exhaustive search and the greedy baseline, on tiny instances."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from placement_helpers import gpu_hardware
+
+from thermocline.placement_solver.greedy import solve_greedy
+from thermocline.placement_solver.ilp import solve_ilp
+from thermocline.placement_solver.problem import build_problem, min_hot_neurons
+
+
+def exhaustive_best(problem) -> float:
+    """Best objective over every subset of batches (not only leading ones)."""
+    per_layer = []
+    for layer in problem.layers:
+        options = []
+        for mask in itertools.product((0, 1), repeat=layer.n_batches):
+            chosen = np.array(mask, dtype=bool)
+            options.append((int(layer.sizes[chosen].sum()), float(layer.impacts[chosen].sum())))
+        per_layer.append(options)
+    best = 0.0
+    for combo in itertools.product(*per_layer):
+        if sum(n for n, _ in combo) > problem.capacity:
+            continue
+        if any(0 < n < c for (n, _), c in zip(combo, problem.min_hot, strict=True)):
+            continue
+        best = max(best, sum(value for _, value in combo))
+    return best
+
+
+def random_problem(seed: int, n_layers: int = 3, batches: int = 4, batch_size: int = 4):
+    rng = np.random.default_rng(seed)
+    d_ff = batches * batch_size
+    impacts = [rng.random(d_ff) ** 3 for _ in range(n_layers)]
+    capacity = int(rng.integers(0, n_layers * d_ff + 1))
+    min_hot = [int(rng.integers(0, d_ff + 1)) for _ in range(n_layers)]
+    return build_problem(impacts, batch_size, capacity, min_hot)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ilp_matches_exhaustive_search(seed):
+    problem = random_problem(seed)
+    result = solve_ilp(problem, solve_greedy(problem), gap_rel=0.0)
+    assert not problem.violations(result.counts)
+    assert result.objective == pytest.approx(exhaustive_best(problem), abs=1e-9)
+    assert result.status == "optimal"
+    assert result.bound == pytest.approx(result.objective, abs=1e-6)
+
+
+def test_ragged_last_batch_matches_enumeration_of_leading_batches():
+    # d_ff = 10 with b = 4: batches of 4, 4, 2; hot sets are leading batches by design.
+    rng = np.random.default_rng(7)
+    impacts = [rng.random(10) for _ in range(3)]
+    problem = build_problem(impacts, 4, capacity=17, min_hot=[5, 0, 9])
+    best = max(
+        problem.objective(list(counts))
+        for counts in itertools.product(range(4), repeat=3)
+        if not problem.violations(list(counts))
+    )
+    assert solve_ilp(problem, [0, 0, 0], gap_rel=0.0).objective == pytest.approx(best)
+
+
+def test_ilp_beats_greedy_when_the_communication_constraint_binds():
+    # Layer 0 has the single hottest batch but needs 3 batches (C_l = 12) to use the GPU;
+    # greedy takes that block first and has no room left for layer 1's three good batches.
+    impacts = [np.array([1.0] * 4 + [0.01] * 8), np.array([0.9] * 12)]
+    problem = build_problem(impacts, 4, capacity=12, min_hot=[12, 4])
+    greedy = solve_greedy(problem)
+    result = solve_ilp(problem, greedy, gap_rel=0.0)
+    assert greedy == [3, 0]
+    assert result.counts == [0, 3]
+    assert result.objective > problem.objective(greedy)
+
+
+def test_nothing_fits_gives_an_empty_placement():
+    problem = build_problem([np.ones(8), np.ones(8)], 4, capacity=3, min_hot=[1, 1])
+    result = solve_ilp(problem, solve_greedy(problem))
+    assert result.counts == [0, 0]
+    assert (result.objective, result.gap, result.status) == (0.0, 0.0, "optimal")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_layers=st.integers(1, 4),
+    d_ff=st.integers(1, 24),
+    batch_size=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+    capacity_share=st.floats(0, 1),
+)
+def test_ilp_is_feasible_and_never_worse_than_greedy(
+    n_layers, d_ff, batch_size, seed, capacity_share
+):
+    rng = np.random.default_rng(seed)
+    impacts = [rng.random(d_ff) ** rng.uniform(0.5, 4) for _ in range(n_layers)]
+    min_hot = [int(rng.integers(0, d_ff + 1)) for _ in range(n_layers)]
+    problem = build_problem(impacts, batch_size, int(capacity_share * n_layers * d_ff), min_hot)
+    greedy = solve_greedy(problem)
+    result = solve_ilp(problem, greedy, gap_rel=0.0)
+    assert not problem.violations(greedy)
+    assert not problem.violations(result.counts)
+    assert result.objective >= problem.objective(greedy) - 1e-9
+    assert result.bound >= result.objective - 1e-9
+
+
+def test_min_batches_covers_c_l():
+    problem = build_problem([np.ones(10)], 4, capacity=10, min_hot=[5])
+    assert problem.min_batches(0) == 2
+    problem.min_hot[0] = 0
+    assert problem.min_batches(0) == 1
+    problem.min_hot[0] = 10
+    assert problem.min_batches(0) == 3
+
+
+def test_min_hot_neurons_pays_for_the_layer_overhead():
+    hardware = gpu_hardware(sync_latency_us=1.0)
+    neuron_bytes, d_model = 48_000, 8
+    saving = neuron_bytes / 50e9 - neuron_bytes / 1000e9  # per active neuron, seconds
+    overhead = 1e-6 + 2 * d_model * 2 / 25e9
+    impacts = np.full(1000, 0.5)
+    c_l = min_hot_neurons(impacts, neuron_bytes, hardware, d_model, 2)
+    assert (c_l - 1) * 0.5 * saving < overhead <= c_l * 0.5 * saving
+    # Colder layers need more neurons; a layer that never pays is capped at d_ff.
+    assert min_hot_neurons(impacts / 4, neuron_bytes, hardware, d_model, 2) > c_l
+    assert min_hot_neurons(np.full(10, 1e-6), neuron_bytes, hardware, d_model, 2) == 10
