@@ -1,0 +1,88 @@
+"""Dense batch-1 decode on SmolLM2: thermocline vs transformers vs llama.cpp, fp32 and half.
+
+    .venv/bin/python benchmarks/dense_decode.py [--new-tokens 128] [--json out.json]
+
+Prompt of 5 tokens, 128 new greedy tokens, torch threads = cores. llama.cpp runs when
+llama-cpp-python is installed (`pip install '.[bench]'`), on F32/F16 GGUFs of the same weights
+written with the `gguf` package. Prints a markdown table; no asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from thermocline.models import build_model, load_checkpoint
+from thermocline.models.checkpoint import resolve_model_path
+from thermocline.runtime.bench import DecodeTiming, time_decode
+from thermocline.runtime.llamacpp import gguf_baseline, llamacpp_decode
+
+PROMPT = "The capital of France is"
+HALF = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def time_transformers(path, dtype: torch.dtype, prompt: list[int], new_tokens: int) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
+    ids = torch.tensor([prompt])
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - start
+
+    run(4)  # warm-up
+    return new_tokens / (run(new_tokens + 1) - run(1))  # decode only: the prefill cancels out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtypes", default="fp32,bf16,fp16")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    checkpoint = load_checkpoint(args.model)
+    prompt = checkpoint.tokenizer.encode(PROMPT)
+    path = resolve_model_path(args.model)
+    rows: list[DecodeTiming] = []
+    for name in args.dtypes.split(","):
+        model = build_model(checkpoint, HALF[name])
+        decode, prefill = time_decode(model, prompt, args.new_tokens)
+        bytes_per_token = model.weight_bytes_per_token()
+        rows.append(DecodeTiming("thermocline dense", name, decode, prefill, bytes_per_token, args.new_tokens, len(prompt)))
+        del model
+        if not args.skip_transformers:
+            hf = time_transformers(path, HALF[name], prompt, args.new_tokens)
+            rows.append(DecodeTiming("transformers", name, hf, float("nan"), bytes_per_token, args.new_tokens, len(prompt)))
+        gguf_dtype = {"fp32": "fp32", "fp16": "fp16"}.get(name)
+        if gguf_dtype and path.suffix == ".gguf":
+            try:
+                r = llamacpp_decode(gguf_baseline(path, gguf_dtype), prompt, args.new_tokens, threads)
+            except Exception as error:  # the baseline is optional: report, keep going
+                print(f"llama.cpp {name}: skipped ({error})")
+                continue
+            rows.append(
+                DecodeTiming(f"llama.cpp {gguf_dtype.upper()}", name, r["decode_tokens_per_s"], r["prefill_tokens_per_s"], bytes_per_token, args.new_tokens, len(prompt))
+            )
+    print(f"machine: {platform.processor() or platform.machine()}, {threads} cores, torch {torch.__version__}")
+    print("| engine | dtype | decode tok/s | bandwidth GB/s | prefill tok/s |")
+    print("|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r.name} | {r.dtype} | {r.decode_tokens_per_s:.1f} | {r.bandwidth_gb_s:.1f} | {r.prefill_tokens_per_s:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.as_dict() for r in rows], f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
