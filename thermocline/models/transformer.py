@@ -169,7 +169,8 @@ class Transformer(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         for block in self.layers:
-            block.ffn.threshold = torch.zeros(())
+            if isinstance(block.ffn, FeedForward):  # a swapped-in sparse FFN keeps its own
+                block.ffn.threshold = torch.zeros(())
 
     def embed_tokens(self, tokens: Tensor, start: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Token (and OPT position) embeddings, plus the RoPE rows for these positions."""

@@ -1,0 +1,103 @@
+"""Build a runnable model from a .thermo artifact: sparse (predictors) or its dense mode.
+
+Hot neurons go to the GPU when there is one (Triton kernels), cold neurons stay in the
+memory-mapped file and run on the CPU (numba kernel). Without CUDA the hot block runs on the
+CPU too, so the same artifact runs anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from thermocline.errors import ThermoclineError
+from thermocline.models.config import ModelConfig
+from thermocline.models.transformer import Transformer
+from thermocline.runtime.engine import LoadedModel
+from thermocline.runtime.sparse_ffn import LowRankPredictor, NeuronBlockWeights, SparseFeedForward
+
+# Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
+# with the predicted mask applied beats per-token sparse kernels on the CPU.
+DENSE_MIN_TOKENS = 2
+
+
+def _executor(block: NeuronBlockWeights, cfg: ModelConfig, threshold: float, device: torch.device):
+    if block.size == 0:
+        return None
+    args = (block.gate, block.up, block.down_t, cfg.activation, threshold, cfg.activation_threshold, block.up_bias)
+    if device.type == "cuda":
+        from thermocline.runtime.kernels.triton_sparse import TritonSparseFFN
+
+        return TritonSparseFFN(*args)
+    from thermocline.runtime.kernels.cpu_sparse import CpuSparseFFN
+
+    return CpuSparseFFN(*args)
+
+
+def _to(block: NeuronBlockWeights, device: torch.device) -> NeuronBlockWeights:
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return NeuronBlockWeights(move(block.gate), move(block.up), move(block.down_t), move(block.up_bias))
+
+
+def sparse_transformer(
+    cfg: ModelConfig,
+    dense: dict[str, torch.Tensor],
+    layers: list,
+    use_predictors: bool = True,
+    hot_device: str | torch.device | None = None,
+) -> Transformer:
+    """A Transformer whose FFNs are SparseFeedForward over the artifact's hot/cold blocks.
+
+    `layers` items carry hot, cold (NeuronBlockWeights), threshold, down_bias and predictor
+    (w1, w2, logit_threshold) or None. With use_predictors False every neuron is computed:
+    the dense mode of the same engine, the baseline of every speed claim.
+    """
+    device = torch.device(hot_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    for block, layer in zip(model.layers, layers, strict=True):
+        predictor = None
+        if use_predictors:
+            if layer.predictor is None:
+                raise ThermoclineError("this artifact has no predictors: run it in dense mode")
+            predictor = LowRankPredictor(*layer.predictor)
+        hot = _to(layer.hot, device)
+        block.ffn = SparseFeedForward(
+            cfg,
+            hot,
+            layer.cold,
+            layer.threshold,
+            predictor,
+            _executor(hot, cfg, layer.threshold, device),
+            _executor(layer.cold, cfg, layer.threshold, torch.device("cpu")),
+            layer.down_bias,
+            device,
+            DENSE_MIN_TOKENS,
+        )
+    missing, unexpected = model.load_state_dict(dense, strict=False, assign=True)
+    if unexpected or [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]:
+        raise ThermoclineError(f"artifact tensors do not fit the model: missing {missing}, unexpected {unexpected}")
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model.reset_buffers()
+    return model.requires_grad_(False).eval()
+
+
+def load_artifact_model(
+    path: Path, dtype: str = "fp32", max_seq_len: int | None = None, dense_mode: bool = False
+) -> LoadedModel:
+    """The artifact's engine; dense_mode computes every neuron (no predictors)."""
+    from thermocline.converter import read_artifact
+
+    artifact = read_artifact(path)
+    if dtype not in ("fp32", artifact.dtype):
+        raise ThermoclineError(f"{path} holds {artifact.dtype} weights; run it as {artifact.dtype} or fp32")
+    cfg = artifact.config
+    if max_seq_len is not None:
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "max_seq_len": max_seq_len})
+    compute = torch.float32 if dtype == "fp32" else None
+    dense = {k: v.to(compute) if compute else v for k, v in artifact.dense.items()}
+    use_predictors = not dense_mode and artifact.layers[0].predictor is not None
+    model = sparse_transformer(cfg, dense, artifact.layers, use_predictors)
+    return LoadedModel(str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense")

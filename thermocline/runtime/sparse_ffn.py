@@ -1,0 +1,152 @@
+"""The neuron-sparse FFN: a predictor picks the active neurons, hot ones run where the
+placement put them (the GPU, Triton), cold ones on the CPU from memory-mapped weights.
+
+Neurons are in the artifact's stored order (hot first). The math is the same on every path:
+h_j is computed only for predicted-active j (and zeroed below the layer's threshold); the
+masked dense path for many tokens gives the same result as the per-token sparse kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from thermocline.models.config import ModelConfig
+from thermocline.models.transformer import ffn_activation
+
+Predictor = Callable[[Tensor], Tensor]  # tokens [N, d_model] -> active mask [N, d_ff], stored order
+NeuronExecutor = Callable[[Tensor, Tensor], Tensor]  # (x [d], active ids) -> y [d] fp32
+
+
+@dataclass
+class NeuronBlockWeights:
+    """One block (hot or cold) of a layer's neurons, neuron-contiguous."""
+
+    gate: Tensor | None  # [n, d_model]; None for OPT
+    up: Tensor  # [n, d_model] (fc1 for OPT)
+    down_t: Tensor  # [n, d_model]: the down projection transposed
+    up_bias: Tensor | None = None  # OPT's fc1 bias [n]
+
+    @property
+    def size(self) -> int:
+        return self.up.shape[0]
+
+
+class LowRankPredictor:
+    """logits = w2 relu(w1 x); a neuron is predicted active when its logit exceeds the threshold."""
+
+    def __init__(self, w1: Tensor, w2: Tensor, threshold: float):
+        self.w1, self.w2, self.threshold = w1.float(), w2.float(), threshold
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.linear(F.relu(F.linear(x.float(), self.w1)), self.w2) > self.threshold
+
+
+@dataclass
+class SparsityStats:
+    tokens: int = 0
+    computed: int = 0  # neuron evaluations done (predicted active)
+    neurons: int = 0  # neuron evaluations a dense FFN would do
+    truly_active: int = 0  # with measure_recall: neurons really active
+    found: int = 0  # with measure_recall: really active and predicted active
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.truly_active if self.truly_active else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        return 1 - self.computed / self.neurons if self.neurons else 0.0
+
+
+class SparseFeedForward(nn.Module):
+    """Drop-in for FeedForward in a Transformer block."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        hot: NeuronBlockWeights,
+        cold: NeuronBlockWeights,
+        threshold: float,
+        predictor: Predictor | None,
+        hot_executor: NeuronExecutor | None,
+        cold_executor: NeuronExecutor | None,
+        down_bias: Tensor | None = None,
+        hot_device: torch.device | str = "cpu",
+        dense_min_tokens: int = 2,
+    ):
+        super().__init__()
+        self.cfg, self.hot, self.cold = cfg, hot, cold
+        self.threshold, self.predictor = threshold, predictor
+        # Plain tensors, not parameters: weights live in the artifact's memory map.
+        self.down_bias = None if down_bias is None else down_bias.detach()
+        self.hot_executor, self.cold_executor = hot_executor, cold_executor
+        self.hot_device = torch.device(hot_device)
+        self.dense_min_tokens = dense_min_tokens  # from this many tokens on, masked dense is faster
+        self.stats = SparsityStats()
+        self.measure_recall = False  # compare the predictor with the true active set (slow)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = x.reshape(-1, x.shape[-1])
+        mask = self.predictor(tokens) if self.predictor is not None else None
+        self.stats.tokens += tokens.shape[0]
+        self.stats.neurons += tokens.shape[0] * self.cfg.d_ff
+        self.stats.computed += int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
+        if self.measure_recall and mask is not None:
+            truth = self.true_mask(tokens)
+            self.stats.truly_active += int(truth.sum())
+            self.stats.found += int((truth & mask.cpu()).sum())
+        if mask is None or tokens.shape[0] >= self.dense_min_tokens:
+            y = self._masked_dense(tokens, mask)
+        else:
+            y = torch.stack([self._sparse_token(t, m) for t, m in zip(tokens.float(), mask, strict=True)])
+        if self.down_bias is not None:
+            y = y + self.down_bias
+        return y.to(x.dtype).view(x.shape)
+
+    def _sparse_token(self, x: Tensor, mask: Tensor) -> Tensor:
+        """One token: launch the hot neurons (asynchronous on a GPU), compute the cold ones on
+        the CPU meanwhile, then add the two partial outputs."""
+        n_hot = self.hot.size
+        active = mask.nonzero().squeeze(1)
+        split = int(torch.searchsorted(active, n_hot))  # active ids are sorted: hot ids come first
+        hot_ids, cold_ids = active[:split], active[split:] - n_hot
+        y_hot = None
+        if n_hot and len(hot_ids):
+            y_hot = self.hot_executor(x.to(self.hot_device, non_blocking=True), hot_ids.to(self.hot_device))
+        if self.cold.size and len(cold_ids):
+            y = self.cold_executor(x, cold_ids)
+        else:
+            y = torch.zeros_like(x)
+        return y if y_hot is None else y + y_hot.to("cpu")
+
+    def _block_activations(self, block: NeuronBlockWeights, tokens: Tensor) -> Tensor:
+        """h [N, n] of every neuron of a block, zeroed at or below the layer's threshold."""
+        x = tokens.to(block.up.device, block.up.dtype)
+        gate = F.linear(x, block.gate) if block.gate is not None else None
+        h = ffn_activation(self.cfg, gate, F.linear(x, block.up, block.up_bias)).float()
+        return h * (h.abs() > self.threshold) if self.threshold > 0 else h
+
+    def true_mask(self, tokens: Tensor) -> Tensor:
+        """The neurons that really are active (the oracle a predictor approximates)."""
+        return torch.cat(
+            [(self._block_activations(b, tokens) != 0).cpu() for b in (self.hot, self.cold)], dim=1
+        )
+
+    def _masked_dense(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
+        """All neurons by GEMM, then the predicted mask applied: for prefill."""
+        y = torch.zeros(tokens.shape, dtype=torch.float32)
+        start = 0
+        for block in (self.hot, self.cold):
+            if block.size == 0:
+                continue
+            h = self._block_activations(block, tokens)
+            if mask is not None:
+                h = h * mask[:, start : start + block.size].to(h.device)
+            y += (h.to(block.down_t.dtype) @ block.down_t).float().to("cpu")
+            start += block.size
+        return y
