@@ -29,7 +29,9 @@ HALF = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def time_transformers(path, dtype: torch.dtype, prompt: list[int], new_tokens: int) -> float:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=dtype
+    ).eval()
     ids = torch.tensor([prompt])
 
     def run(n: int) -> float:
@@ -42,7 +44,9 @@ def time_transformers(path, dtype: torch.dtype, prompt: list[int], new_tokens: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
@@ -59,26 +63,60 @@ def main() -> None:
         model = build_model(checkpoint, HALF[name])
         decode, prefill = time_decode(model, prompt, args.new_tokens)
         bytes_per_token = model.weight_bytes_per_token()
-        rows.append(DecodeTiming("thermocline dense", name, decode, prefill, bytes_per_token, args.new_tokens, len(prompt)))
+        rows.append(
+            DecodeTiming(
+                "thermocline dense",
+                name,
+                decode,
+                prefill,
+                bytes_per_token,
+                args.new_tokens,
+                len(prompt),
+            )
+        )
         del model
         if not args.skip_transformers:
             hf = time_transformers(path, HALF[name], prompt, args.new_tokens)
-            rows.append(DecodeTiming("transformers", name, hf, float("nan"), bytes_per_token, args.new_tokens, len(prompt)))
+            rows.append(
+                DecodeTiming(
+                    "transformers",
+                    name,
+                    hf,
+                    float("nan"),
+                    bytes_per_token,
+                    args.new_tokens,
+                    len(prompt),
+                )
+            )
         gguf_dtype = {"fp32": "fp32", "fp16": "fp16"}.get(name)
         if gguf_dtype and path.suffix == ".gguf":
             try:
-                r = llamacpp_decode(gguf_baseline(path, gguf_dtype), prompt, args.new_tokens, threads)
+                r = llamacpp_decode(
+                    gguf_baseline(path, gguf_dtype), prompt, args.new_tokens, threads
+                )
             except Exception as error:  # the baseline is optional: report, keep going
                 print(f"llama.cpp {name}: skipped ({error})")
                 continue
             rows.append(
-                DecodeTiming(f"llama.cpp {gguf_dtype.upper()}", name, r["decode_tokens_per_s"], r["prefill_tokens_per_s"], bytes_per_token, args.new_tokens, len(prompt))
+                DecodeTiming(
+                    f"llama.cpp {gguf_dtype.upper()}",
+                    name,
+                    r["decode_tokens_per_s"],
+                    r["prefill_tokens_per_s"],
+                    bytes_per_token,
+                    args.new_tokens,
+                    len(prompt),
+                )
             )
-    print(f"machine: {platform.processor() or platform.machine()}, {threads} cores, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {threads} cores, torch {torch.__version__}"
+    )
     print("| engine | dtype | decode tok/s | bandwidth GB/s | prefill tok/s |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r.name} | {r.dtype} | {r.decode_tokens_per_s:.1f} | {r.bandwidth_gb_s:.1f} | {r.prefill_tokens_per_s:.0f} |")
+        print(
+            f"| {r.name} | {r.dtype} | {r.decode_tokens_per_s:.1f} | {r.bandwidth_gb_s:.1f} | {r.prefill_tokens_per_s:.0f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump([r.as_dict() for r in rows], f, indent=2)

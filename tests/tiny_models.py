@@ -115,7 +115,9 @@ def save_tiny(model, path: Path, config_edits: dict | None = None) -> Path:
     return path
 
 
-def tiny_llama(path: Path, activation: str = "silu", kind: str = "llama", seed: int = 0, **overrides):
+def tiny_llama(
+    path: Path, activation: str = "silu", kind: str = "llama", seed: int = 0, **overrides
+):
     """(checkpoint dir, transformers reference) for a tiny LLaMA-family model."""
     torch.manual_seed(seed)
     model = _llama_like(activation, kind, **overrides).eval()

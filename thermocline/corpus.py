@@ -26,7 +26,9 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared"
 
 
-KNOWN_CORPORA = {"wikitext-2": lambda: shared_dir() / "corpora" / "wikitext-2-raw" / "wiki.test.raw"}
+KNOWN_CORPORA = {
+    "wikitext-2": lambda: shared_dir() / "corpora" / "wikitext-2-raw" / "wiki.test.raw"
+}
 DEFAULT_CORPUS = "wikitext-2"
 
 
@@ -34,7 +36,9 @@ def resolve_corpus(spec: str | Path) -> Path:
     if str(spec) in KNOWN_CORPORA:
         path = KNOWN_CORPORA[str(spec)]()
         if not path.exists():
-            raise ThermoclineError(f"corpus {spec} expected at {path}; set THERMOCLINE_SHARED to the shared folder")
+            raise ThermoclineError(
+                f"corpus {spec} expected at {path}; set THERMOCLINE_SHARED to the shared folder"
+            )
         return path
     path = Path(spec)
     if not path.exists():

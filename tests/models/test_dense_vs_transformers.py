@@ -11,7 +11,9 @@ PROMPT, DECODE_STEPS = 7, 16
 
 def assert_matches_reference(path, reference) -> None:
     model = build_model(load_checkpoint(path))
-    tokens = torch.randint(0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         expected = reference(tokens).logits[0]
     cache = KVCache(model.cfg, 1, PROMPT + DECODE_STEPS, torch.float32)
@@ -23,7 +25,9 @@ def assert_matches_reference(path, reference) -> None:
             torch.testing.assert_close(logits, expected[step], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("activation", ["silu", "relu", "fatrelu", "drelu", "gelu", "gelu_pytorch_tanh"])
+@pytest.mark.parametrize(
+    "activation", ["silu", "relu", "fatrelu", "drelu", "gelu", "gelu_pytorch_tanh"]
+)
 def test_llama_activations(tmp_path, activation):
     assert_matches_reference(*tiny_llama(tmp_path, activation))
 
@@ -32,7 +36,13 @@ def test_llama_activations(tmp_path, activation):
     "rope_scaling",
     [
         {"rope_type": "linear", "factor": 2.0},
-        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
         {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
     ],
     ids=lambda s: s["rope_type"],

@@ -17,7 +17,9 @@ def reference():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path("smollm2-135m")
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
@@ -27,14 +29,18 @@ def test_tokenizer_matches_transformers(smollm2_checkpoint, reference):
 
 
 def test_logits_match_transformers(smollm2, smollm2_checkpoint, reference):
-    ids = torch.tensor([smollm2_checkpoint.tokenizer.encode("Rivers flow to the sea because gravity")])
+    ids = torch.tensor(
+        [smollm2_checkpoint.tokenizer.encode("Rivers flow to the sea because gravity")]
+    )
     with torch.inference_mode():
         torch.testing.assert_close(smollm2(ids), reference[0](ids).logits, atol=1e-4, rtol=0)
 
 
 def test_greedy_says_paris(smollm2, smollm2_checkpoint):
     tok = smollm2_checkpoint.tokenizer
-    text = "".join(stream_text(smollm2, tok, tok.encode("The capital of France is"), SamplingParams(20)))
+    text = "".join(
+        stream_text(smollm2, tok, tok.encode("The capital of France is"), SamplingParams(20))
+    )
     assert "Paris" in text
 
 

@@ -4,29 +4,18 @@ The artifact layout is built here straight from a dense model (random hot/cold s
 the engine is tested apart from the converter; the end-to-end test goes through a .thermo.
 """
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from tiny_models import tiny_llama, tiny_opt
 
+from thermocline.converter import LayerFFN, NeuronBlock
 from thermocline.models import KVCache, build_model, load_checkpoint
 from thermocline.runtime.sparse_engine import sparse_transformer
-from thermocline.runtime.sparse_ffn import NeuronBlockWeights
 
 PROMPT, DECODE_STEPS = 6, 12
 
 
-@dataclass
-class Layer:
-    hot: NeuronBlockWeights
-    cold: NeuronBlockWeights
-    threshold: float
-    down_bias: torch.Tensor | None
-    predictor: tuple | None = None
-
-
-def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) -> list[Layer]:
+def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) -> list[LayerFFN]:
     gen = torch.Generator().manual_seed(seed)
     layers = []
     for block in model.layers:
@@ -34,8 +23,8 @@ def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) ->
         perm = torch.randperm(model.cfg.d_ff, generator=gen)
         n_hot = round(hot_fraction * model.cfg.d_ff)
 
-        def neurons(ids):
-            return NeuronBlockWeights(
+        def neurons(ids, ffn=ffn):
+            return NeuronBlock(
                 None if ffn.gate is None else ffn.gate.weight[ids].contiguous(),
                 ffn.up.weight[ids].contiguous(),
                 ffn.down.weight[:, ids].T.contiguous(),
@@ -43,13 +32,17 @@ def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) ->
             )
 
         down_bias = None if ffn.down.bias is None else ffn.down.bias
-        layers.append(Layer(neurons(perm[:n_hot]), neurons(perm[n_hot:]), threshold, down_bias))
+        layers.append(
+            LayerFFN(perm, neurons(perm[:n_hot]), neurons(perm[n_hot:]), down_bias, threshold, None)
+        )
     return layers
 
 
 def oracle_model(dense, hot_fraction: float, threshold: float):
     dense_tensors = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
-    model = sparse_transformer(dense.cfg, dense_tensors, split_layers(dense, hot_fraction, threshold), use_predictors=False)
+    model = sparse_transformer(
+        dense.cfg, dense_tensors, split_layers(dense, hot_fraction, threshold), use_predictors=False
+    )
     for block in model.layers:
         block.ffn.predictor = block.ffn.true_mask  # the oracle
     return model
@@ -70,7 +63,9 @@ def test_oracle_sparse_equals_dense_llama(tmp_path, hot_fraction, activation, th
     dense = build_model(load_checkpoint(tiny_llama(tmp_path, activation)[0]))
     for block in dense.layers:
         block.ffn.threshold = torch.tensor(threshold)
-    tokens = torch.randint(0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(3))
+    tokens = torch.randint(
+        0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(3)
+    )
     sparse = oracle_model(dense, hot_fraction, threshold)
     torch.testing.assert_close(run(sparse, tokens), run(dense, tokens), atol=1e-4, rtol=0)
     stats = [block.ffn.stats for block in sparse.layers]
@@ -82,6 +77,8 @@ def test_oracle_sparse_equals_dense_llama(tmp_path, hot_fraction, activation, th
 @pytest.mark.parametrize("hot_fraction", [0.0, 0.3, 1.0])
 def test_oracle_sparse_equals_dense_opt(tmp_path, hot_fraction):
     dense = build_model(load_checkpoint(tiny_opt(tmp_path)[0]))
-    tokens = torch.randint(0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(4))
+    tokens = torch.randint(
+        0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(4)
+    )
     sparse = oracle_model(dense, hot_fraction, 0.0)
     torch.testing.assert_close(run(sparse, tokens), run(dense, tokens), atol=1e-4, rtol=0)

@@ -111,5 +111,7 @@ def build_model(
         seen.add("lm_head.weight")
     missing = expected - seen
     if missing:
-        raise ThermoclineError(f"{checkpoint.path}: missing tensors: {', '.join(sorted(missing)[:5])}")
+        raise ThermoclineError(
+            f"{checkpoint.path}: missing tensors: {', '.join(sorted(missing)[:5])}"
+        )
     return model

@@ -50,7 +50,9 @@ def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
 def _config(reader: GGUFReader) -> ModelConfig:
     arch = _field(reader, "general.architecture")
     if arch not in GGUF_ARCHS:
-        raise ThermoclineError(f"unknown GGUF architecture {arch!r}; supported: {', '.join(GGUF_ARCHS)}")
+        raise ThermoclineError(
+            f"unknown GGUF architecture {arch!r}; supported: {', '.join(GGUF_ARCHS)}"
+        )
     n_heads = _field(reader, f"{arch}.attention.head_count")
     tokens = reader.fields["tokenizer.ggml.tokens"]
     has_output = any(t.name == "output.weight" for t in reader.tensors)
@@ -77,29 +79,47 @@ def _config(reader: GGUFReader) -> ModelConfig:
 def _tokenizer(reader: GGUFReader, config: ModelConfig) -> TextTokenizer:
     kind = _field(reader, "tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ThermoclineError(f"GGUF tokenizer {kind!r} is not supported yet (byte-level BPE 'gpt2' is)")
+        raise ThermoclineError(
+            f"GGUF tokenizer {kind!r} is not supported yet (byte-level BPE 'gpt2' is)"
+        )
     tokens = _field(reader, "tokenizer.ggml.tokens")
     types = _field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
     merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges", [])]
     tokenizer = Tokenizer(
-        models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, ignore_merges=False)
+        models.BPE(
+            {t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False, ignore_merges=False
+        )
     )
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     pre = _field(reader, "tokenizer.ggml.pre", "default")
-    split = {"llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "qwen2": QWEN2_SPLIT}.get(pre, GPT2_SPLIT)
+    split = {"llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "qwen2": QWEN2_SPLIT}.get(
+        pre, GPT2_SPLIT
+    )
     steps = [pre_tokenizers.Split(Regex(split), behavior="isolated"), byte_level]
     if pre == "smollm":  # GPT-2's split with every digit on its own
         steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == CONTROL]
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t, k in zip(tokens, types, strict=True)
+            if k == CONTROL
+        ]
     )
-    tokenizer.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED])
+    tokenizer.add_tokens(
+        [
+            AddedToken(t, normalized=False)
+            for t, k in zip(tokens, types, strict=True)
+            if k == USER_DEFINED
+        ]
+    )
     bos = tokens[config.bos_token_id] if config.bos_token_id is not None else ""
     if _field(reader, "tokenizer.ggml.add_bos_token", False) and bos:
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, config.bos_token_id)]
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, config.bos_token_id)],
         )
     eos = tokens[config.eos_token_ids[0]] if config.eos_token_ids else ""
     template = _field(reader, "tokenizer.chat_template")
@@ -109,10 +129,16 @@ def _tokenizer(reader: GGUFReader, config: ModelConfig) -> TextTokenizer:
 def _unpermute(weight: Tensor, n_heads: int) -> Tensor:
     """Undo llama.cpp's Q/K row order (interleaved RoPE pairs) back to HF's rotate-half."""
     rows = weight.shape[0]
-    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:])
+        .transpose(1, 2)
+        .reshape(weight.shape)
+    )
 
 
-def _tensor_stream(reader: GGUFReader, config: ModelConfig, arch: str) -> Iterator[tuple[str, Tensor]]:
+def _tensor_stream(
+    reader: GGUFReader, config: ModelConfig, arch: str
+) -> Iterator[tuple[str, Tensor]]:
     by_name = {t.name: t for t in reader.tensors}
 
     def read(name: str) -> Tensor:
@@ -135,7 +161,10 @@ def _tensor_stream(reader: GGUFReader, config: ModelConfig, arch: str) -> Iterat
             if key.endswith("rope_freqs"):
                 raise ThermoclineError("GGUF rope_freqs (scaled RoPE) is not supported yet")
             raise ThermoclineError(f"unexpected GGUF tensor {name}")
-        yield NAMES[key].replace("{i}", parts[1] if len(parts) == 3 else "") + f".{kind}", read(name)
+        yield (
+            NAMES[key].replace("{i}", parts[1] if len(parts) == 3 else "") + f".{kind}",
+            read(name),
+        )
 
 
 def load_gguf(path: Path, name: str) -> Checkpoint:

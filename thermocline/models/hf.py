@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer
 from torch import Tensor
 
@@ -84,7 +83,9 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     )
     if model_type == "opt":
         if hf.get("activation_function", "relu") != "relu":
-            raise ThermoclineError(f"OPT with {hf['activation_function']} is not supported (relu only)")
+            raise ThermoclineError(
+                f"OPT with {hf['activation_function']} is not supported (relu only)"
+            )
         bias = hf.get("enable_bias", True)
         return ModelConfig(
             arch="opt",
@@ -105,7 +106,9 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         )
     act = hf.get("hidden_act", "silu")
     if act not in HF_ACTIVATIONS:
-        raise ThermoclineError(f"unsupported FFN activation {act!r}; supported: {', '.join(HF_ACTIVATIONS)}")
+        raise ThermoclineError(
+            f"unsupported FFN activation {act!r}; supported: {', '.join(HF_ACTIVATIONS)}"
+        )
     attention_bias = hf.get("attention_bias", False)
     return ModelConfig(
         arch="llama",
@@ -132,7 +135,11 @@ def _as_list(value: int | list[int] | None) -> list[int]:
 
 def _rope_parameters(hf: dict[str, Any]) -> dict[str, Any]:
     """transformers 5 writes `rope_parameters` (with rope_theta inside); 4.x `rope_scaling`."""
-    return {"rope_theta": hf.get("rope_theta", 10000.0), **(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+    return {
+        "rope_theta": hf.get("rope_theta", 10000.0),
+        **(hf.get("rope_scaling") or {}),
+        **(hf.get("rope_parameters") or {}),
+    }
 
 
 def _rope_scaling(hf: dict[str, Any]) -> RopeScaling | None:
@@ -176,7 +183,10 @@ def _tensor_stream(shards: list[Path], config: ModelConfig) -> Iterator[tuple[st
                     parts[part] = tensor
                     if len(parts) == 3:
                         del pending[(layer, kind)]
-                        yield f"layers.{layer}.attn.wqkv.{kind}", torch.cat([parts[p] for p in "qkv"])
+                        yield (
+                            f"layers.{layer}.attn.wqkv.{kind}",
+                            torch.cat([parts[p] for p in "qkv"]),
+                        )
                     continue
                 layer = LAYER.search(hf_name)
                 key = LAYER.sub(".{i}.", hf_name, count=1) if layer else hf_name
@@ -186,7 +196,9 @@ def _tensor_stream(shards: list[Path], config: ModelConfig) -> Iterator[tuple[st
                     raise ThermoclineError(f"{shard}: unexpected tensor {hf_name}")
                 yield table[key].replace("{i}", layer[1] if layer else ""), tensor
     if pending:
-        raise ThermoclineError(f"incomplete q/k/v projections for layers {sorted(k[0] for k in pending)}")
+        raise ThermoclineError(
+            f"incomplete q/k/v projections for layers {sorted(k[0] for k in pending)}"
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -201,7 +213,11 @@ def load_tokenizer_dir(path: Path, config: ModelConfig) -> TextTokenizer:
     if not tok_file.exists():
         raise ThermoclineError(f"{path} has no tokenizer.json")
     tokenizer = Tokenizer.from_file(str(tok_file))
-    extra = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
+    extra = (
+        _read_json(path / "tokenizer_config.json")
+        if (path / "tokenizer_config.json").exists()
+        else {}
+    )
     template = extra.get("chat_template")
     if template is None and (path / "chat_template.jinja").exists():
         template = (path / "chat_template.jinja").read_text()
@@ -213,7 +229,9 @@ def load_tokenizer_dir(path: Path, config: ModelConfig) -> TextTokenizer:
     eos_token = token_text(extra.get("eos_token"))
     if eos_token and tokenizer.token_to_id(eos_token) is not None and not eos_ids:
         eos_ids = [tokenizer.token_to_id(eos_token)]
-    return TextTokenizer(tokenizer, template, eos_ids, token_text(extra.get("bos_token")), eos_token)
+    return TextTokenizer(
+        tokenizer, template, eos_ids, token_text(extra.get("bos_token")), eos_token
+    )
 
 
 def load_hf_dir(path: Path, name: str) -> Checkpoint:
@@ -222,7 +240,9 @@ def load_hf_dir(path: Path, name: str) -> Checkpoint:
     config = config_from_hf(_read_json(path / "config.json"))
     shards = sorted(path.glob("*.safetensors"))
     if not shards:
-        raise ThermoclineError(f"{path} holds no .safetensors weights (pickled .bin files are not read)")
+        raise ThermoclineError(
+            f"{path} holds no .safetensors weights (pickled .bin files are not read)"
+        )
     try:
         with safe_open(shards[0], framework="pt") as f:
             first = next(iter(f.keys()))

@@ -28,7 +28,11 @@ def _yarn(dim: int, base: float, s: RopeScaling) -> tuple[Tensor, float]:
     """YaRN: interpolate low frequencies, extrapolate high ones; scale attention by mscale."""
 
     def correction_dim(rotations: float) -> float:
-        return dim * math.log(s.original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(base))
+        return (
+            dim
+            * math.log(s.original_max_position / (rotations * 2 * math.pi))
+            / (2 * math.log(base))
+        )
 
     low = max(math.floor(correction_dim(s.beta_fast)), 0)
     high = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)

@@ -37,7 +37,9 @@ class TextTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """The chat template rendered in a sandbox: a template from a file is never trusted."""
         if not self.chat_template:
             raise ThermoclineError("this model has no chat template; use a plain prompt")

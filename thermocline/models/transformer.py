@@ -111,7 +111,9 @@ class Attention(nn.Module):
         if seq > 1 and start > 0:  # new tokens attend to the whole cached prefix
             rows = torch.arange(start, start + seq).unsqueeze(1)
             mask, causal = torch.arange(start + seq).unsqueeze(0) <= rows, False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True
+        )
         return self.wo(y.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -172,7 +174,9 @@ class Transformer(nn.Module):
             if isinstance(block.ffn, FeedForward):  # a swapped-in sparse FFN keeps its own
                 block.ffn.threshold = torch.zeros(())
 
-    def embed_tokens(self, tokens: Tensor, start: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    def embed_tokens(
+        self, tokens: Tensor, start: int
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Token (and OPT position) embeddings, plus the RoPE rows for these positions."""
         seq = tokens.shape[1]
         if start + seq > self.cfg.max_seq_len:
@@ -206,4 +210,3 @@ class Transformer(nn.Module):
         if self.cfg.arch == "opt":
             lookups.append(self.pos_embed.weight)
         return total - sum((w.shape[0] - 1) * w[0].numel() * w.element_size() for w in lookups)
-

@@ -2,7 +2,7 @@
 
 "Bandwidth achieved" = bytes of weights read per decoded token x tokens/s: how close decode
 comes to the memory bandwidth that bounds it. For a sparse model the bytes are those of the
-neurons actually computed, so the figure stays honest.
+neurons actually computed (plus the predictors), so the figure stays honest.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+
 from thermocline.models.transformer import KVCache, Transformer
 from thermocline.runtime.generate import decode_one, prefill
+from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 
 @dataclass
@@ -20,9 +23,11 @@ class DecodeTiming:
     dtype: str
     decode_tokens_per_s: float
     prefill_tokens_per_s: float
-    bytes_per_token: int
+    bytes_per_token: float
     new_tokens: int
     prompt_tokens: int
+    sparsity: float | None = None  # realized FFN sparsity during the timed decode
+    recall: float | None = None  # predictor recall against the true active set
 
     @property
     def bandwidth_gb_s(self) -> float:
@@ -32,26 +37,89 @@ class DecodeTiming:
         return {**asdict(self), "bandwidth_gb_s": self.bandwidth_gb_s}
 
 
+def sparse_ffns(model: Transformer) -> list[SparseFeedForward]:
+    return [b.ffn for b in model.layers if isinstance(b.ffn, SparseFeedForward)]
+
+
+def decode_bytes_per_token(model: Transformer) -> float:
+    """Weights read per decode step: dense parameters plus what the sparse FFNs computed."""
+    return model.weight_bytes_per_token() + sum(f.bytes_per_token() for f in sparse_ffns(model))
+
+
+def reset_stats(model: Transformer) -> None:
+    for ffn in sparse_ffns(model):
+        ffn.stats = type(ffn.stats)()
+
+
 def time_decode(
-    model: Transformer, prompt: list[int], new_tokens: int = 128, prefill_tokens: int = 256, warmup: int = 8
-) -> tuple[float, float]:
-    """(decode tokens/s, prefill tokens/s): greedy batch-1 decode after `prompt`, EOS ignored;
-    prefill timed separately on `prefill_tokens` tokens (prompts of 5 tokens time nothing)."""
-    dtype = model.lm_head.weight.dtype
+    model: Transformer,
+    prompt: list[int],
+    new_tokens: int = 128,
+    prefill_tokens: int = 256,
+    warmup: int = 8,
+) -> tuple[float, float, list[int]]:
+    """(decode tokens/s, prefill tokens/s, tokens decoded): greedy batch-1 decode after `prompt`,
+    EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing)."""
+    dtype = model.embed.weight.dtype
     cache = KVCache(model.cfg, 1, len(prompt) + new_tokens + warmup, dtype)
     logits = prefill(model, prompt, cache)
-    position = len(prompt)
+    position, tokens = len(prompt), list(prompt)
     for _ in range(warmup):
-        logits = decode_one(model, int(logits.argmax()), position, cache)
+        tokens.append(int(logits.argmax()))
+        logits = decode_one(model, tokens[-1], position, cache)
         position += 1
+    reset_stats(model)
     start = time.perf_counter()
     for _ in range(new_tokens):
-        logits = decode_one(model, int(logits.argmax()), position, cache)
+        tokens.append(int(logits.argmax()))
+        logits = decode_one(model, tokens[-1], position, cache)
         position += 1
     decode = new_tokens / (time.perf_counter() - start)
-    long_prompt = (prompt * (prefill_tokens // len(prompt) + 1))[:prefill_tokens]
+    long_prompt = (tokens * (prefill_tokens // len(tokens) + 1))[:prefill_tokens]
     long_cache = KVCache(model.cfg, 1, prefill_tokens, dtype)
     prefill(model, long_prompt, long_cache)  # warm-up at this shape
     start = time.perf_counter()
     prefill(model, long_prompt, long_cache)
-    return decode, prefill_tokens / (time.perf_counter() - start)
+    return decode, prefill_tokens / (time.perf_counter() - start), tokens
+
+
+def realized_sparsity(model: Transformer) -> float | None:
+    ffns = sparse_ffns(model)
+    if not ffns or ffns[0].predictor is None:
+        return None
+    return sum(f.stats.sparsity for f in ffns) / len(ffns)
+
+
+@torch.inference_mode()
+def measure_recall(model: Transformer, tokens: list[int]) -> float | None:
+    """Share of truly active neurons the predictors found, over one pass of `tokens`."""
+    ffns = [f for f in sparse_ffns(model) if f.predictor is not None]
+    if not ffns:
+        return None
+    reset_stats(model)
+    for f in ffns:
+        f.measure_recall = True
+    try:
+        model(torch.tensor([tokens]))
+    finally:
+        for f in ffns:
+            f.measure_recall = False
+    return sum(f.stats.found for f in ffns) / max(1, sum(f.stats.truly_active for f in ffns))
+
+
+def bench_model(
+    name: str, dtype: str, model: Transformer, prompt: list[int], new_tokens: int
+) -> DecodeTiming:
+    decode, prefill_rate, tokens = time_decode(model, prompt, new_tokens)
+    sparsity, bytes_per_token = realized_sparsity(model), decode_bytes_per_token(model)
+    return DecodeTiming(
+        name,
+        dtype,
+        decode,
+        prefill_rate,
+        bytes_per_token,
+        new_tokens,
+        len(prompt),
+        sparsity,
+        measure_recall(model, tokens),
+    )

@@ -8,7 +8,12 @@ from pathlib import Path
 import torch
 
 from thermocline.errors import ThermoclineError
-from thermocline.models.checkpoint import DEFAULT_MODEL, build_model, load_checkpoint, resolve_model_path
+from thermocline.models.checkpoint import (
+    DEFAULT_MODEL,
+    build_model,
+    load_checkpoint,
+    resolve_model_path,
+)
 from thermocline.models.tokenizer import TextTokenizer
 from thermocline.models.transformer import Transformer
 
@@ -29,7 +34,9 @@ class LoadedModel:
     mode: str  # "dense" or "sparse"
 
 
-def load_model(spec: str | Path = DEFAULT_MODEL, dtype: str = "fp32", max_seq_len: int | None = None) -> LoadedModel:
+def load_model(
+    spec: str | Path = DEFAULT_MODEL, dtype: str = "fp32", max_seq_len: int | None = None
+) -> LoadedModel:
     """A dense model from a checkpoint (HF dir, GGUF, known name), or the artifact's engine."""
     path = resolve_model_path(spec)
     if path.suffix == ".thermo":

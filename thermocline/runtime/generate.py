@@ -75,7 +75,10 @@ class StopMatcher:
         if hits:
             out, self.pending = self.pending[: min(hits)], ""
             return out, True
-        keep = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        keep = max(
+            (k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])),
+            default=0,
+        )
         out = self.pending[: len(self.pending) - keep]
         self.pending = self.pending[len(out) :]
         return out, False
@@ -97,7 +100,11 @@ def decode_one(model: Transformer, token: int, position: int, cache: KVCache) ->
 
 
 def generate_tokens(
-    model: Transformer, prompt: list[int], params: SamplingParams, eos_ids: list[int], cache: KVCache | None = None
+    model: Transformer,
+    prompt: list[int],
+    params: SamplingParams,
+    eos_ids: list[int],
+    cache: KVCache | None = None,
 ) -> Iterator[int]:
     """Token ids as they are produced; stops at max_new_tokens or (optionally) EOS."""
     if not prompt:
@@ -125,7 +132,11 @@ def generate_tokens(
 
 
 def stream_text(
-    model: Transformer, tokenizer: TextTokenizer, prompt: list[int], params: SamplingParams, result: Completion | None = None
+    model: Transformer,
+    tokenizer: TextTokenizer,
+    prompt: list[int],
+    params: SamplingParams,
+    result: Completion | None = None,
 ) -> Iterator[str]:
     """Text pieces as they are produced, honouring stop strings; fills `result` when done."""
     result = result if result is not None else Completion()

@@ -42,13 +42,23 @@ def write_unquantized_gguf(source: Path, out: Path, dtype: str) -> Path:
     return out
 
 
-def llamacpp_decode(gguf_path: Path, prompt_tokens: list[int], new_tokens: int, threads: int) -> dict[str, float]:
+def llamacpp_decode(
+    gguf_path: Path, prompt_tokens: list[int], new_tokens: int, threads: int
+) -> dict[str, float]:
     """Decode tokens/s (batch 1, greedy) and prefill tokens/s of llama.cpp on a GGUF file."""
     try:
         from llama_cpp import Llama
     except ImportError as error:
-        raise ThermoclineError("llama.cpp baseline needs `pip install '.[bench]'` (llama-cpp-python)") from error
-    llm = Llama(str(gguf_path), n_ctx=len(prompt_tokens) + new_tokens + 8, n_threads=threads, n_batch=512, verbose=False)
+        raise ThermoclineError(
+            "llama.cpp baseline needs `pip install '.[bench]'` (llama-cpp-python)"
+        ) from error
+    llm = Llama(
+        str(gguf_path),
+        n_ctx=len(prompt_tokens) + new_tokens + 8,
+        n_threads=threads,
+        n_batch=512,
+        verbose=False,
+    )
     llm.eval(prompt_tokens)  # warm up
     llm.reset()
     start = time.perf_counter()
@@ -59,7 +69,10 @@ def llamacpp_decode(gguf_path: Path, prompt_tokens: list[int], new_tokens: int, 
         token = llm.sample(temp=0.0)  # greedy, like ours
         llm.eval([token])
     decode_s = time.perf_counter() - start
-    return {"decode_tokens_per_s": new_tokens / decode_s, "prefill_tokens_per_s": len(prompt_tokens) / prefill_s}
+    return {
+        "decode_tokens_per_s": new_tokens / decode_s,
+        "prefill_tokens_per_s": len(prompt_tokens) / prefill_s,
+    }
 
 
 def gguf_baseline(source: Path, dtype: str, cache_dir: Path | None = None) -> Path:

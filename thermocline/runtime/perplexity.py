@@ -29,13 +29,20 @@ class PerplexityResult:
 
 @torch.inference_mode()
 def perplexity(
-    model: Transformer, ids: list[int], window: int = 512, batch: int = 4, max_tokens: int | None = None, progress: bool = False
+    model: Transformer,
+    ids: list[int],
+    window: int = 512,
+    batch: int = 4,
+    max_tokens: int | None = None,
+    progress: bool = False,
 ) -> PerplexityResult:
     """exp(mean NLL) over windows ids[i*window:(i+1)*window]; a trailing partial window is dropped."""
     if window < 2:
         raise ThermoclineError("the perplexity window must be at least 2 tokens")
     if window > model.cfg.max_seq_len:
-        raise ThermoclineError(f"window {window} exceeds the model's context of {model.cfg.max_seq_len}")
+        raise ThermoclineError(
+            f"window {window} exceeds the model's context of {model.cfg.max_seq_len}"
+        )
     if max_tokens is not None:
         ids = ids[:max_tokens]
     n_windows = len(ids) // window
@@ -47,8 +54,14 @@ def perplexity(
         task = bar.add_task("perplexity", total=n_windows)
         for chunk in windows.split(batch):
             logits = model(chunk).float()
-            nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+            nll = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                chunk[:, 1:].reshape(-1),
+                reduction="sum",
+            )
             total_nll += float(nll)
             bar.advance(task, len(chunk))
     scored = n_windows * (window - 1)
-    return PerplexityResult(math.exp(total_nll / scored), scored, n_windows, window, time.perf_counter() - start)
+    return PerplexityResult(
+        math.exp(total_nll / scored), scored, n_windows, window, time.perf_counter() - start
+    )

@@ -7,25 +7,35 @@ CPU too, so the same artifact runs anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
+from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import Transformer
 from thermocline.runtime.engine import LoadedModel
-from thermocline.runtime.sparse_ffn import LowRankPredictor, NeuronBlockWeights, SparseFeedForward
+from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 # Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
 # with the predicted mask applied beats per-token sparse kernels on the CPU.
 DENSE_MIN_TOKENS = 2
 
 
-def _executor(block: NeuronBlockWeights, cfg: ModelConfig, threshold: float, device: torch.device):
-    if block.size == 0:
+def _executor(block: NeuronBlock, cfg: ModelConfig, threshold: float, device: torch.device):
+    if block.n == 0:
         return None
-    args = (block.gate, block.up, block.down_t, cfg.activation, threshold, cfg.activation_threshold, block.up_bias)
+    args = (
+        block.gate,
+        block.up,
+        block.down_t,
+        cfg.activation,
+        threshold,
+        cfg.activation_threshold,
+        block.up_bias,
+    )
     if device.type == "cuda":
         from thermocline.runtime.kernels.triton_sparse import TritonSparseFFN
 
@@ -35,33 +45,37 @@ def _executor(block: NeuronBlockWeights, cfg: ModelConfig, threshold: float, dev
     return CpuSparseFFN(*args)
 
 
-def _to(block: NeuronBlockWeights, device: torch.device) -> NeuronBlockWeights:
+def _to(block: NeuronBlock, device: torch.device) -> NeuronBlock:
     move = lambda t: None if t is None else t.to(device)  # noqa: E731
-    return NeuronBlockWeights(move(block.gate), move(block.up), move(block.down_t), move(block.up_bias))
+    return NeuronBlock(move(block.gate), move(block.up), move(block.down_t), move(block.up_bias))
 
 
 def sparse_transformer(
     cfg: ModelConfig,
     dense: dict[str, torch.Tensor],
-    layers: list,
+    layers: list[LayerFFN],
     use_predictors: bool = True,
     hot_device: str | torch.device | None = None,
 ) -> Transformer:
     """A Transformer whose FFNs are SparseFeedForward over the artifact's hot/cold blocks.
 
-    `layers` items carry hot, cold (NeuronBlockWeights), threshold, down_bias and predictor
-    (w1, w2, logit_threshold) or None. With use_predictors False every neuron is computed:
-    the dense mode of the same engine, the baseline of every speed claim.
+    With use_predictors False every neuron is computed: the dense mode of the same engine,
+    the baseline of every speed claim.
     """
     device = torch.device(hot_device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with torch.device("meta"):
         model = Transformer(cfg)
     for block, layer in zip(model.layers, layers, strict=True):
-        predictor = None
+        predictor, predictor_bytes = None, 0
         if use_predictors:
             if layer.predictor is None:
                 raise ThermoclineError("this artifact has no predictors: run it in dense mode")
-            predictor = LowRankPredictor(*layer.predictor)
+            stored = layer.predictor
+            predictor_bytes = sum(w.numel() * w.element_size() for w in (stored.w1, stored.w2))
+            # fp32 copies: small, and half-precision GEMV is slow on CPUs
+            predictor = dataclasses.replace(
+                stored, w1=stored.w1.float().to(device), w2=stored.w2.float().to(device)
+            ).predict
         hot = _to(layer.hot, device)
         block.ffn = SparseFeedForward(
             cfg,
@@ -69,6 +83,7 @@ def sparse_transformer(
             layer.cold,
             layer.threshold,
             predictor,
+            predictor_bytes,
             _executor(hot, cfg, layer.threshold, device),
             _executor(layer.cold, cfg, layer.threshold, torch.device("cpu")),
             layer.down_bias,
@@ -77,7 +92,9 @@ def sparse_transformer(
         )
     missing, unexpected = model.load_state_dict(dense, strict=False, assign=True)
     if unexpected or [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]:
-        raise ThermoclineError(f"artifact tensors do not fit the model: missing {missing}, unexpected {unexpected}")
+        raise ThermoclineError(
+            f"artifact tensors do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight
     model.reset_buffers()
@@ -92,7 +109,9 @@ def load_artifact_model(
 
     artifact = read_artifact(path)
     if dtype not in ("fp32", artifact.dtype):
-        raise ThermoclineError(f"{path} holds {artifact.dtype} weights; run it as {artifact.dtype} or fp32")
+        raise ThermoclineError(
+            f"{path} holds {artifact.dtype} weights; run it as {artifact.dtype} or fp32"
+        )
     cfg = artifact.config
     if max_seq_len is not None:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "max_seq_len": max_seq_len})
@@ -100,4 +119,6 @@ def load_artifact_model(
     dense = {k: v.to(compute) if compute else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None
     model = sparse_transformer(cfg, dense, artifact.layers, use_predictors)
-    return LoadedModel(str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense")
+    return LoadedModel(
+        str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense"
+    )

@@ -15,35 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thermocline.converter.reader import NeuronBlock
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import ffn_activation
 
 Predictor = Callable[[Tensor], Tensor]  # tokens [N, d_model] -> active mask [N, d_ff], stored order
 NeuronExecutor = Callable[[Tensor, Tensor], Tensor]  # (x [d], active ids) -> y [d] fp32
-
-
-@dataclass
-class NeuronBlockWeights:
-    """One block (hot or cold) of a layer's neurons, neuron-contiguous."""
-
-    gate: Tensor | None  # [n, d_model]; None for OPT
-    up: Tensor  # [n, d_model] (fc1 for OPT)
-    down_t: Tensor  # [n, d_model]: the down projection transposed
-    up_bias: Tensor | None = None  # OPT's fc1 bias [n]
-
-    @property
-    def size(self) -> int:
-        return self.up.shape[0]
-
-
-class LowRankPredictor:
-    """logits = w2 relu(w1 x); a neuron is predicted active when its logit exceeds the threshold."""
-
-    def __init__(self, w1: Tensor, w2: Tensor, threshold: float):
-        self.w1, self.w2, self.threshold = w1.float(), w2.float(), threshold
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return F.linear(F.relu(F.linear(x.float(), self.w1)), self.w2) > self.threshold
 
 
 @dataclass
@@ -69,10 +46,11 @@ class SparseFeedForward(nn.Module):
     def __init__(
         self,
         cfg: ModelConfig,
-        hot: NeuronBlockWeights,
-        cold: NeuronBlockWeights,
+        hot: NeuronBlock,
+        cold: NeuronBlock,
         threshold: float,
         predictor: Predictor | None,
+        predictor_bytes: int,
         hot_executor: NeuronExecutor | None,
         cold_executor: NeuronExecutor | None,
         down_bias: Tensor | None = None,
@@ -81,7 +59,7 @@ class SparseFeedForward(nn.Module):
     ):
         super().__init__()
         self.cfg, self.hot, self.cold = cfg, hot, cold
-        self.threshold, self.predictor = threshold, predictor
+        self.threshold, self.predictor, self.predictor_bytes = threshold, predictor, predictor_bytes
         # Plain tensors, not parameters: weights live in the artifact's memory map.
         self.down_bias = None if down_bias is None else down_bias.detach()
         self.hot_executor, self.cold_executor = hot_executor, cold_executor
@@ -95,7 +73,9 @@ class SparseFeedForward(nn.Module):
         mask = self.predictor(tokens) if self.predictor is not None else None
         self.stats.tokens += tokens.shape[0]
         self.stats.neurons += tokens.shape[0] * self.cfg.d_ff
-        self.stats.computed += int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
+        self.stats.computed += (
+            int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
+        )
         if self.measure_recall and mask is not None:
             truth = self.true_mask(tokens)
             self.stats.truly_active += int(truth.sum())
@@ -103,28 +83,44 @@ class SparseFeedForward(nn.Module):
         if mask is None or tokens.shape[0] >= self.dense_min_tokens:
             y = self._masked_dense(tokens, mask)
         else:
-            y = torch.stack([self._sparse_token(t, m) for t, m in zip(tokens.float(), mask, strict=True)])
+            y = torch.stack(
+                [self._sparse_token(t, m) for t, m in zip(tokens.float(), mask, strict=True)]
+            )
         if self.down_bias is not None:
             y = y + self.down_bias
         return y.to(x.dtype).view(x.shape)
 
+    def bytes_per_token(self) -> float:
+        """Weight bytes read per token so far: the computed neurons' rows and the predictor."""
+        blocks = [b for b in (self.hot, self.cold) if b.n]
+        per_neuron = sum(
+            t.element_size() * t.shape[1]
+            for t in (blocks[0].gate, blocks[0].up, blocks[0].down_t)
+            if t is not None
+        )
+        predictor = self.predictor_bytes if self.predictor is not None else 0
+        computed = self.stats.computed / self.stats.tokens if self.stats.tokens else self.cfg.d_ff
+        return computed * per_neuron + predictor
+
     def _sparse_token(self, x: Tensor, mask: Tensor) -> Tensor:
         """One token: launch the hot neurons (asynchronous on a GPU), compute the cold ones on
         the CPU meanwhile, then add the two partial outputs."""
-        n_hot = self.hot.size
+        n_hot = self.hot.n
         active = mask.nonzero().squeeze(1)
         split = int(torch.searchsorted(active, n_hot))  # active ids are sorted: hot ids come first
         hot_ids, cold_ids = active[:split], active[split:] - n_hot
         y_hot = None
         if n_hot and len(hot_ids):
-            y_hot = self.hot_executor(x.to(self.hot_device, non_blocking=True), hot_ids.to(self.hot_device))
-        if self.cold.size and len(cold_ids):
+            y_hot = self.hot_executor(
+                x.to(self.hot_device, non_blocking=True), hot_ids.to(self.hot_device)
+            )
+        if self.cold.n and len(cold_ids):
             y = self.cold_executor(x, cold_ids)
         else:
             y = torch.zeros_like(x)
         return y if y_hot is None else y + y_hot.to("cpu")
 
-    def _block_activations(self, block: NeuronBlockWeights, tokens: Tensor) -> Tensor:
+    def _block_activations(self, block: NeuronBlock, tokens: Tensor) -> Tensor:
         """h [N, n] of every neuron of a block, zeroed at or below the layer's threshold."""
         x = tokens.to(block.up.device, block.up.dtype)
         gate = F.linear(x, block.gate) if block.gate is not None else None
@@ -142,11 +138,11 @@ class SparseFeedForward(nn.Module):
         y = torch.zeros(tokens.shape, dtype=torch.float32)
         start = 0
         for block in (self.hot, self.cold):
-            if block.size == 0:
+            if block.n == 0:
                 continue
             h = self._block_activations(block, tokens)
             if mask is not None:
-                h = h * mask[:, start : start + block.size].to(h.device)
+                h = h * mask[:, start : start + block.n].to(h.device)
             y += (h.to(block.down_t.dtype) @ block.down_t).float().to("cpu")
-            start += block.size
+            start += block.n
         return y
