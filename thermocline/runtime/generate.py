@@ -145,6 +145,7 @@ def stream_text(
     n_tokens = 0
     for token in generate_tokens(model, prompt, params, tokenizer.eos_ids):
         n_tokens += 1
+        result.completion_tokens = n_tokens  # kept current: a cancelled stream reports it too
         piece, stopped = stops.feed(decoder.push(token))
         if piece:
             result.text += piece
