@@ -142,8 +142,14 @@ def _tensor_stream(
     by_name = {t.name: t for t in reader.tensors}
 
     def read(name: str) -> Tensor:
-        t = by_name[name]
-        return torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32))
+        # Rows a block at a time: dequantizing a whole embedding holds several float copies.
+        t, step = by_name[name], 4096
+        first = dequantize(t.data[:step], t.tensor_type)
+        out = np.empty((len(t.data), *first.shape[1:]), dtype=np.float32)
+        out[:step] = first
+        for start in range(step, len(t.data), step):
+            out[start : start + step] = dequantize(t.data[start : start + step], t.tensor_type)
+        return torch.from_numpy(out)
 
     for name in by_name:
         stem, _, kind = name.rpartition(".")
