@@ -49,6 +49,8 @@ def test_bad_profiles_are_clear_errors():
         parse_hardware({"cpu": {"bandwidth_gbps": 1, "speed": 3}}, "x.toml")
     with pytest.raises(ThermoclineError, match="bandwidth"):
         parse_hardware({"cpu": {"bandwidth_gbps": 10}, "gpu": {"memory": "8GiB"}}, "x.toml")
+    with pytest.raises(ThermoclineError, match="expected a number"):
+        parse_hardware({"cpu": {"bandwidth_gbps": "fast"}}, "x.toml")
 
 
 def test_toml_round_trip(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from placement_helpers import gpu_hardware
+from placement_helpers import exact_optimum, gpu_hardware
 
 from thermocline.placement_solver.greedy import solve_greedy
 from thermocline.placement_solver.ilp import solve_ilp
@@ -67,15 +67,16 @@ def test_ragged_last_batch_matches_enumeration_of_leading_batches():
 
 
 def test_ilp_beats_greedy_when_the_communication_constraint_binds():
-    # Layer 0 has the single hottest batch but needs 3 batches (C_l = 12) to use the GPU;
-    # greedy takes that block first and has no room left for layer 1's three good batches.
-    impacts = [np.array([1.0] * 4 + [0.01] * 8), np.array([0.9] * 12)]
-    problem = build_problem(impacts, 4, capacity=12, min_hot=[12, 4])
+    # Layer 0's first batch is the densest item, so greedy takes it; layer 1 then cannot reach
+    # its C_l of 12 neurons in the 8 left, though its 12 would be worth far more.
+    impacts = [np.array([1.0] * 4 + [0.1] * 8), np.array([0.9] * 12)]
+    problem = build_problem(impacts, 4, capacity=12, min_hot=[4, 12])
     greedy = solve_greedy(problem)
     result = solve_ilp(problem, greedy, gap_rel=0.0)
     assert greedy == [3, 0]
     assert result.counts == [0, 3]
-    assert result.objective > problem.objective(greedy)
+    assert result.objective == pytest.approx(10.8)
+    assert problem.objective(greedy) == pytest.approx(4.8)
 
 
 def test_nothing_fits_gives_an_empty_placement():
@@ -128,3 +129,35 @@ def test_min_hot_neurons_pays_for_the_layer_overhead():
     # Colder layers need more neurons; a layer that never pays is capped at d_ff.
     assert min_hot_neurons(impacts / 4, neuron_bytes, hardware, d_model, 2) > c_l
     assert min_hot_neurons(np.full(10, 1e-6), neuron_bytes, hardware, d_model, 2) == 10
+
+
+def test_many_equal_batches_close_the_gap_quickly():
+    # Saturated neurons (impact 1) make hundreds of identical batches; a capacity that is not a
+    # multiple of b left a fractional LP bound that branch-and-bound could not close in time.
+    layers = [np.concatenate([np.ones(1600), np.linspace(0.5, 0, 4800)]) for _ in range(20)]
+    problem = build_problem(layers, 64, capacity=55 * 64 + 10, min_hot=[26] * 20)
+    result = solve_ilp(problem, solve_greedy(problem), time_limit_s=5)
+    assert result.status == "optimal"
+    assert result.gap == 0.0 and result.objective == 55 * 64
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ilp_matches_dynamic_programming_on_medium_instances(seed):
+    # 8 layers x 30 batches is far past exhaustive search; C_l spans several batches.
+    rng = np.random.default_rng(seed)
+    impacts = [np.sort(rng.pareto(1.0, 240))[::-1] / 50 for _ in range(8)]
+    min_hot = [int(rng.integers(0, 120)) for _ in range(8)]
+    problem = build_problem(impacts, 8, int(rng.integers(100, 1200)), min_hot)
+    result = solve_ilp(problem, solve_greedy(problem), gap_rel=0.0)
+    assert result.objective == pytest.approx(exact_optimum(problem), rel=1e-9)
+
+
+def test_large_c_l_blocks_with_a_tight_budget_close_the_gap():
+    # C_l = 25 batches per layer and room for 5.5 such blocks: without the row bounding the
+    # number of GPU layers the LP opened a fraction of a sixth layer and B&B stalled at ~7%.
+    rng = np.random.default_rng(3)
+    impacts = [np.minimum(np.sort(rng.pareto(1.0, 960))[::-1] / 40, 1) for _ in range(30)]
+    problem = build_problem(impacts, 16, capacity=5 * 400 + 203, min_hot=[400] * 30)
+    result = solve_ilp(problem, solve_greedy(problem), time_limit_s=10)
+    assert result.status == "optimal"
+    assert result.objective == pytest.approx(exact_optimum(problem), rel=1e-4)

@@ -100,7 +100,13 @@ def _size(value: Any, where: str) -> int:
         return value
     if isinstance(value, str):
         return parse_size(value)
-    raise ThermoclineError(f"{where}: expected a size such as \"24GiB\", got {value!r}")
+    raise ThermoclineError(f'{where}: expected a size such as "24GiB", got {value!r}')
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ThermoclineError(f"{where}: expected a number, got {value!r}")
 
 
 def parse_hardware(data: dict[str, Any], source: str) -> HardwareProfile:
@@ -111,12 +117,14 @@ def parse_hardware(data: dict[str, Any], source: str) -> HardwareProfile:
     cpu, gpu = data.get("cpu"), data.get("gpu", {})
     if not isinstance(cpu, dict) or "bandwidth_gbps" not in cpu:
         raise ThermoclineError(f"{source}: needs a [cpu] table with bandwidth_gbps")
+    if not isinstance(gpu, dict):
+        raise ThermoclineError(f"{source}: [gpu] must be a table")
     fields: dict[str, Any] = {
         "name": str(data.get("name", Path(source).stem)),
         "description": str(data.get("description", "")),
         "cpu_name": str(cpu.get("name", "")),
         "cpu_memory_bytes": _size(cpu.get("memory", 0), f"{source} [cpu] memory"),
-        "cpu_bandwidth_gbps": float(cpu["bandwidth_gbps"]),
+        "cpu_bandwidth_gbps": _number(cpu["bandwidth_gbps"], f"{source} [cpu] bandwidth_gbps"),
     }
     gpu_keys = {"name", "memory", "reserved", "bandwidth_gbps", "pcie_h2d_gbps", "pcie_d2h_gbps"}
     gpu_keys |= {"launch_latency_us", "sync_latency_us"}
@@ -133,9 +141,8 @@ def parse_hardware(data: dict[str, Any], source: str) -> HardwareProfile:
             "gpu_reserved_bytes": _size(gpu.get("reserved", 0), f"{source} [gpu] reserved"),
         }
         for key in sorted(gpu_keys - {"name", "memory", "reserved"}):
-            fields["gpu_bandwidth_gbps" if key == "bandwidth_gbps" else key] = float(
-                gpu.get(key, 0.0)
-            )
+            field = "gpu_bandwidth_gbps" if key == "bandwidth_gbps" else key
+            fields[field] = _number(gpu.get(key, 0.0), f"{source} [gpu] {key}")
     return HardwareProfile(**fields)
 
 
@@ -178,7 +185,10 @@ def hardware_toml(profile: HardwareProfile) -> str:
     lines += [f"bandwidth_gbps = {profile.cpu_bandwidth_gbps:.1f}"]
     if profile.has_gpu:
         lines += ["", "[gpu]", f"name = {_quote(profile.gpu_name)}"]
-        lines += [f"memory = {profile.gpu_memory_bytes}", f"reserved = {profile.gpu_reserved_bytes}"]
+        lines += [
+            f"memory = {profile.gpu_memory_bytes}",
+            f"reserved = {profile.gpu_reserved_bytes}",
+        ]
         lines += [f"bandwidth_gbps = {profile.gpu_bandwidth_gbps:.1f}"]
         for key in ("pcie_h2d_gbps", "pcie_d2h_gbps"):
             lines.append(f"{key} = {getattr(profile, key):.1f}")

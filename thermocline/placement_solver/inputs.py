@@ -121,21 +121,29 @@ def load_profile(directory: str | Path) -> ActivationProfile:
     )
 
 
-def load_predictor_ranks(directory: str | Path, config: ModelConfig) -> list[int]:
+def load_predictor_ranks(directory: str | Path, profile: ActivationProfile) -> list[int]:
     """Per layer, the rank of the predictor in `directory` (its size on the GPU follows)."""
     path = Path(directory) / "predictors.json"
     meta = _read_json(path, PREDICTORS_FORMAT, "predictors")
+    n_layers = profile.config.n_layers
     layers = meta.get("layers")
-    if not isinstance(layers, list) or len(layers) != config.n_layers:
+    redo = "these predictors belong to another model; re-run `thermocline train-predictors`"
+    if not isinstance(layers, list) or len(layers) != n_layers:
         count = len(layers) if isinstance(layers, list) else "no"
         raise ThermoclineError(
-            f"{path} has {count} layers but the profiled model has {config.n_layers}: "
-            "these predictors belong to another model; re-run `thermocline train-predictors`"
+            f"{path} has {count} layers but the profiled model has {n_layers}: {redo}"
+        )
+    model = meta.get("model")
+    digest = model.get("digest") if isinstance(model, dict) else None
+    if digest and profile.model_digest and digest != profile.model_digest:
+        raise ThermoclineError(
+            f"{path} was trained for model digest {digest[:12]}, the profile is of "
+            f"{profile.model_digest[:12]}: {redo}"
         )
     ranks = []
     for i, layer in enumerate(layers):
         rank = layer.get("rank") if isinstance(layer, dict) else None
-        if not isinstance(rank, int) or rank <= 0:
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
             raise ThermoclineError(f"{path}: layer {i} has no positive integer rank")
         ranks.append(rank)
     return ranks

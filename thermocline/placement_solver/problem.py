@@ -47,14 +47,18 @@ class PlacementProblem:
     def min_batches(self, layer: int) -> int:
         """Leading batches a GPU-using layer must take to reach C_l neurons."""
         cumulative = np.cumsum(self.layers[layer].sizes)
-        return int(np.searchsorted(cumulative, self.min_hot[layer])) + 1 if self.min_hot[layer] else 1
+        return (
+            int(np.searchsorted(cumulative, self.min_hot[layer])) + 1 if self.min_hot[layer] else 1
+        )
 
     def hot_count(self, layer: int, batches: int) -> int:
         return int(self.layers[layer].sizes[:batches].sum())
 
     def objective(self, counts: list[int]) -> float:
         """Total impact on the GPU: expected active neurons the GPU serves per token."""
-        return float(sum(layer.impacts[:k].sum() for layer, k in zip(self.layers, counts, strict=True)))
+        return float(
+            sum(layer.impacts[:k].sum() for layer, k in zip(self.layers, counts, strict=True))
+        )
 
     def violations(self, counts: list[int]) -> list[str]:
         """What `counts` breaks (empty when feasible); the tests' and solvers' common check."""
@@ -71,7 +75,10 @@ class PlacementProblem:
 
     def hot_neurons(self, counts: list[int]) -> list[np.ndarray]:
         """Per layer, the original ids of the GPU neurons, most active first."""
-        return [layer.order[: self.hot_count(i, k)] for i, (layer, k) in enumerate(zip(self.layers, counts, strict=True))]
+        return [
+            layer.order[: self.hot_count(i, k)]
+            for i, (layer, k) in enumerate(zip(self.layers, counts, strict=True))
+        ]
 
 
 def build_problem(
@@ -89,7 +96,11 @@ def layer_overhead_s(hardware: HardwareProfile, d_model: int, activation_bytes: 
 
 
 def min_hot_neurons(
-    impacts: np.ndarray, neuron_bytes: int, hardware: HardwareProfile, d_model: int, activation_bytes: int
+    impacts: np.ndarray,
+    neuron_bytes: int,
+    hardware: HardwareProfile,
+    d_model: int,
+    activation_bytes: int,
 ) -> int:
     """C_l: the fewest hottest neurons whose expected GPU time saving pays the layer's overhead.
 

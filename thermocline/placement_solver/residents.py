@@ -74,7 +74,9 @@ def kv_cache_bytes(config: ModelConfig, dtype: str, context: int) -> int:
 def norms_bytes(config: ModelConfig, dtype: str) -> int:
     """Two norms per layer and the final one (LayerNorm has a bias), plus FFN output biases."""
     per_norm = config.d_model * (1 if config.arch == "llama" else 2)
-    elements = (2 * config.n_layers + 1) * per_norm + config.n_layers * config.d_model * config.mlp_bias
+    elements = (
+        2 * config.n_layers + 1
+    ) * per_norm + config.n_layers * config.d_model * config.mlp_bias
     return elements * dtype_bytes(dtype)
 
 
@@ -101,7 +103,9 @@ def dense_units(
         units.append([Resident("predictors", size, required=True)])
     attention, kv = attention_bytes(config, dtype), kv_cache_bytes(config, dtype, context)
     for i in range(config.n_layers):
-        units.append([Resident(f"layers.{i}.attention", attention), Resident(f"layers.{i}.kv_cache", kv)])
+        units.append(
+            [Resident(f"layers.{i}.attention", attention), Resident(f"layers.{i}.kv_cache", kv)]
+        )
     units.append([Resident("lm_head", lm_head_bytes(config, dtype))])
     return units
 
