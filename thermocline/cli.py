@@ -22,11 +22,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # PLACEHOLDER from thermocline.placement_solver import commands as placement_commands
-    from thermocline.runtime import commands as runtime_commands
+    """Commands in pipeline order; each stage module adds its own."""
+    from thermocline.converter import commands as converter
+    from thermocline.placement_solver import commands as placement
+    from thermocline.predictor_trainer import commands as predictor_trainer
+    from thermocline.profiler import commands as profiler
+    from thermocline.runtime import bench_commands, serve_commands
+    from thermocline.runtime import commands as runtime
 
-    runtime_commands.register(app)
-    # PLACEHOLDER placement_commands.register(app)
+    for stage in (profiler, predictor_trainer, placement, converter, runtime, bench_commands, serve_commands):
+        stage.register(app)
 
 
 def main() -> None:

@@ -74,18 +74,38 @@ def perplexity(
     batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     max_tokens: Annotated[int | None, typer.Option(help="Score only the first N tokens of the split.")] = None,
     dtype: DtypeOpt = "fp32",
+    thresholds: Annotated[Path | None, typer.Option(help="A profile folder: apply its calibrated FFN thresholds exactly (oracle sparsity, no predictor) and report the realized sparsity.")] = None,
+    predictors: Annotated[Path | None, typer.Option(help="A predictors folder: compute only predicted-active neurons; report realized sparsity and recall.")] = None,
+    profile: Annotated[Path | None, typer.Option(help="With --predictors: the profile whose thresholds apply (default: the one they were trained on).")] = None,
 ) -> None:
     """Perplexity of a model on a text, over non-overlapping windows."""
+    from contextlib import nullcontext
+
+    from thermocline.predictor_trainer import predicted_masks_from
+    from thermocline.profiler import apply_thresholds, measure_sparsity
     from thermocline.runtime.engine import load_model
     from thermocline.runtime.perplexity import perplexity as run_perplexity
 
     loaded = load_model(pick_model(model, model_opt), dtype)
+    if thresholds is not None:
+        if loaded.mode != "dense":
+            raise ThermoclineError("--thresholds applies to a dense checkpoint, not a .thermo artifact")
+        apply_thresholds(loaded.model, thresholds)
+    if profile is not None and predictors is None:
+        raise ThermoclineError("--profile goes with --predictors; for a profile's thresholds alone use --thresholds")
+    if predictors is not None and loaded.mode != "dense":
+        raise ThermoclineError("--predictors applies to a dense checkpoint; a .thermo artifact runs its own")
     ids = loaded.tokenizer.encode(read_text(text, split))
-    r = run_perplexity(loaded.model, ids, window, batch, max_tokens, progress=True)
+    masked = predicted_masks_from(loaded.model, predictors, profile) if predictors is not None else nullcontext()
+    with measure_sparsity(loaded.model) if thresholds is not None else nullcontext() as meter, masked as masks:
+        r = run_perplexity(loaded.model, ids, window, batch, max_tokens, progress=True)
+    mode = f"{loaded.mode}, thresholds of {thresholds}: realized sparsity {meter.sparsity:.1%}" if meter else loaded.mode
     typer.echo(
-        f"perplexity {r.perplexity:.4f}  ({loaded.mode}, {text} {split}, {r.tokens} tokens scored in "
+        f"perplexity {r.perplexity:.4f}  ({mode}, {text} {split}, {r.tokens} tokens scored in "
         f"{r.windows} windows of {r.window}, {r.tokens_per_second:.0f} tokens/s)"
     )
+    if masks:
+        typer.echo(masks.summary())
 
 
 def inspect(path: Annotated[str, typer.Argument(help="A checkpoint, a known model name, or a .thermo artifact.")] = DEFAULT_MODEL) -> None:

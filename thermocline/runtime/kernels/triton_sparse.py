@@ -102,8 +102,11 @@ class TritonSparseFFN:
     """One layer's hot neurons on the GPU; same call shape as CpuSparseFFN.
 
     x fp32 [d] or [B, d] on the weights' device, active int32/int64 ids into these rows.
-    Returns fp32 y of x's shape, overwriting `out` when given. Two launches, no host sync
-    beyond reading n_active from active's shape.
+    Returns fp32 y of x's shape, overwriting `out` when given. Two launches and no host sync:
+    n_active is read from active's shape. The grids depend on n_active, so one CUDA graph
+    cannot replay steps with different active counts. block_n=None picks rows per program so
+    that even 90% sparsity gives every SM several programs; the block sizes are untuned
+    guesses until benchmarks/triton_bandwidth.py --sweep has run on a GPU.
     """
 
     def __init__(
@@ -115,17 +118,17 @@ class TritonSparseFFN:
         threshold: float = 0.0,
         fatrelu_threshold: float = 0.0,
         bias: torch.Tensor | None = None,
-        block_n: int = 16,
+        block_n: int | None = None,
         block_d: int = 256,
         block_k: int = 32,
     ) -> None:
         check_activation(activation, gate is not None)
         n, d = up.shape
         assert down_t.shape == (n, d) and (gate is None or gate.shape == (n, d))
+        self.d, self.n = d, n
         self.up, self.down_t = up.contiguous(), down_t.contiguous()
         self.gate = None if gate is None else gate.contiguous()
         self.bias = None if bias is None else bias.float().contiguous()
-        self.d, self.n = d, n
         self.act, self.t, self.tau = (
             ACTIVATIONS.index(activation),
             float(threshold),
@@ -134,7 +137,7 @@ class TritonSparseFFN:
         self.block_n, self.block_d, self.block_k = block_n, block_d, block_k
         self._h = torch.empty(max(n, 1), dtype=torch.float32, device=up.device)
         sms = torch.cuda.get_device_properties(up.device).multi_processor_count if up.is_cuda else 1
-        self._target_programs = 4 * sms  # enough waves to hide the gather latency
+        self._programs = 4 * sms  # a few waves per SM to hide the gathers' latency
 
     def __call__(
         self, x: torch.Tensor, active: torch.Tensor, out: torch.Tensor | None = None
@@ -142,28 +145,36 @@ class TritonSparseFFN:
         d, n_active = self.d, active.numel()
         nb = x.numel() // d
         if out is None:
-            out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            out = torch.empty_like(x, dtype=torch.float32)
         if nb * n_active > self._h.numel():
             self._h = torch.empty(nb * n_active, dtype=torch.float32, device=x.device)
-        _gate_up_kernel[(max(1, triton.cdiv(n_active, self.block_n)), nb)](
+        block_n = self.block_n or next(
+            b for b in (16, 8, 4) if b == 4 or n_active * nb >= b * self._programs
+        )
+        _gate_up_kernel[(max(1, triton.cdiv(n_active, block_n)), nb)](
             x, self.up if self.gate is None else self.gate, self.up, self.up if self.bias is None else self.bias,
             active, self._h, out, n_active, d, self.t, self.tau,
             ACT=self.act, GATED=self.gate is not None, HAS_BIAS=self.bias is not None,
-            BLOCK_N=self.block_n, BLOCK_D=self.block_d,
+            BLOCK_N=block_n, BLOCK_D=self.block_d,
         )  # fmt: skip
         if n_active == 0:
             return out
+        # Split the active list so that column blocks x splits x batch fill the GPU.
         col_blocks = triton.cdiv(d, self.block_d)
         split = max(
             1,
-            min(
-                triton.cdiv(self._target_programs, col_blocks * nb),
-                triton.cdiv(n_active, self.block_k),
-            ),
+            min(triton.cdiv(self._programs, col_blocks * nb), triton.cdiv(n_active, self.block_k)),
         )
         k_per_split = triton.cdiv(triton.cdiv(n_active, split), self.block_k) * self.block_k
         _down_kernel[(col_blocks, triton.cdiv(n_active, k_per_split), nb)](
-            self._h, self.down_t, active, out, n_active, d, k_per_split,
-            BLOCK_K=self.block_k, BLOCK_D=self.block_d,
-        )  # fmt: skip
+            self._h,
+            self.down_t,
+            active,
+            out,
+            n_active,
+            d,
+            k_per_split,
+            BLOCK_K=self.block_k,
+            BLOCK_D=self.block_d,
+        )
         return out
