@@ -53,7 +53,9 @@ def _section(cls: type, values: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ThermoclineError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+        raise ThermoclineError(
+            f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}"
+        )
     if "ranks" in values:
         values = {**values, "ranks": tuple(values["ranks"])}
     return cls(**values)
@@ -69,10 +71,15 @@ def load_recipe(path: Path) -> Recipe:
     unknown = set(data) - {"pipeline", *sections}
     if unknown:
         raise ThermoclineError(f"{path}: unknown sections {', '.join(sorted(unknown))}")
-    parts = {name: _section(cls, data.get(name, {}), f"{path} [{name}]") for name, cls in sections.items()}
+    parts = {
+        name: _section(cls, data.get(name, {}), f"{path} [{name}]")
+        for name, cls in sections.items()
+    }
     known = {"out", "model", "corpus", "dtype"}
     if set(top) - known:
-        raise ThermoclineError(f"{path} [pipeline]: unknown keys {', '.join(sorted(set(top) - known))}")
+        raise ThermoclineError(
+            f"{path} [pipeline]: unknown keys {', '.join(sorted(set(top) - known))}"
+        )
     out = Path(top.get("out", Path("out") / Path(path).stem))
     return Recipe(path=Path(path), **{**top, "out": out}, **parts)
 
@@ -84,7 +91,14 @@ def _stale(output: Path, inputs: list[Path]) -> bool:
     return output.stat().st_mtime < newest
 
 
-def _stage(name: str, output: Path, inputs: list[Path], force: bool, run: Callable[[], None], summary: Callable[[], str]) -> None:
+def _stage(
+    name: str,
+    output: Path,
+    inputs: list[Path],
+    force: bool,
+    run: Callable[[], None],
+    summary: Callable[[], str],
+) -> None:
     start = time.perf_counter()
     if force or _stale(output, inputs):
         run()
@@ -126,7 +140,12 @@ def prep(recipe: Recipe, force: bool = False) -> Path:
         profile_dir / "profile.json",
         [recipe.path],
         force,
-        lambda: profile_model(recipe.model, recipe.corpus, profile_dir, dataclasses.replace(recipe.profile, force=True)),
+        lambda: profile_model(
+            recipe.model,
+            recipe.corpus,
+            profile_dir,
+            dataclasses.replace(recipe.profile, force=True),
+        ),
         profile_summary,
     )
 
@@ -182,14 +201,23 @@ def prep(recipe: Recipe, force: bool = False) -> Path:
     )
 
     def artifact_summary() -> str:
-        return f"{recipe.artifact} ({recipe.artifact.stat().st_size / 2**20:.0f} MiB, {recipe.dtype})"
+        return (
+            f"{recipe.artifact} ({recipe.artifact.stat().st_size / 2**20:.0f} MiB, {recipe.dtype})"
+        )
 
     _stage(
         "convert",
         recipe.artifact,
-        [recipe.path, placement_path, predictors_dir / "predictors.json", profile_dir / "profile.json"],
+        [
+            recipe.path,
+            placement_path,
+            predictors_dir / "predictors.json",
+            profile_dir / "profile.json",
+        ],
         force,
-        lambda: convert(recipe.model, recipe.artifact, placement_path, predictors_dir, profile_dir, recipe.dtype),
+        lambda: convert(
+            recipe.model, recipe.artifact, placement_path, predictors_dir, profile_dir, recipe.dtype
+        ),
         artifact_summary,
     )
     return recipe.artifact
@@ -203,16 +231,24 @@ def demo(artifact: Path, prompt: str = "The capital of France is", new_tokens: i
 
     loaded = load_model(artifact)
     print(f"\n[{loaded.mode}] {prompt}", end="", flush=True)
-    for piece in stream_text(loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt), SamplingParams(new_tokens)):
+    for piece in stream_text(
+        loaded.model, loaded.tokenizer, loaded.tokenizer.encode(prompt), SamplingParams(new_tokens)
+    ):
         print(piece, end="", flush=True)
     print("\n")
     print(format_table(run_bench(str(artifact), "fp32", 64, llamacpp=False)))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m thermocline.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m thermocline.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("recipe", type=Path, help="a TOML recipe under configs/pipelines/")
-    parser.add_argument("--demo", action="store_true", help="then generate and compare dense vs sparse speed")
+    parser.add_argument(
+        "--demo", action="store_true", help="then generate and compare dense vs sparse speed"
+    )
     parser.add_argument("--force", action="store_true", help="redo every stage")
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from thermocline.predictor_trainer.config import TrainConfig
@@ -39,7 +40,8 @@ def train_predictors(
     layers: list[LayerPredictor] = []
     start = time.perf_counter()
     try:
-        with Progress(*COLUMNS, disable=not progress) as bar:
+        # Progress and per-layer lines are diagnostics: stderr, so stdout stays the result.
+        with Progress(*COLUMNS, disable=not progress, console=Console(stderr=True)) as bar:
             task = bar.add_task("predictors", total=model.n_layers, status="")
             for i in range(model.n_layers):
                 bar.update(task, description=f"layer {i}/{model.n_layers}")

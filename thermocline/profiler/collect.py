@@ -46,9 +46,8 @@ class _Hooks:
 
     def __init__(self, model: Transformer):
         device = model.embed.weight.device
-        self.counts = [
-            torch.zeros(model.cfg.d_ff, dtype=torch.long, device=device) for _ in model.layers
-        ]
+        d_ff = model.cfg.d_ff  # float64 sums of float32 batch counts: exact integers
+        self.counts = [torch.zeros(d_ff, dtype=torch.float64, device=device) for _ in model.layers]
         self.rows: Tensor | None = None  # flattened token rows of this batch to capture
         self.inputs: list[Tensor] = [torch.empty(0)] * len(model.layers)
         self.masks: list[Tensor] = [torch.empty(0)] * len(model.layers)
@@ -66,10 +65,12 @@ class _Hooks:
 
     def _activation(self, i: int) -> Callable:
         def hook(module, args):
-            active = args[0] != 0
-            self.counts[i] += active.sum((0, 1))
+            active = args[0].flatten(0, 1) != 0
+            # Counting by a vector-matrix product is ~2x faster than a bool sum over tokens,
+            # and exact: float32 holds integers up to 2^24 tokens per batch.
+            self.counts[i] += active.new_ones(len(active), dtype=torch.float32) @ active.float()
             if self.rows is not None:
-                self.masks[i] = active.flatten(0, 1)[self.rows].cpu()
+                self.masks[i] = active[self.rows].cpu()
 
         return hook
 
@@ -116,4 +117,4 @@ def collect(
             advance(chunk.numel())
     finally:
         hooks.remove()
-    return Collected([c.cpu() for c in hooks.counts], windows.numel())
+    return Collected([c.round().long().cpu() for c in hooks.counts], windows.numel())

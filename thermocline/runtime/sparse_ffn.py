@@ -80,9 +80,12 @@ class SparseFeedForward(nn.Module):
             truth = self.true_mask(tokens)
             self.stats.truly_active += int(truth.sum())
             self.stats.found += int((truth & mask.cpu()).sum())
-        if mask is None or tokens.shape[0] >= self.dense_min_tokens:
+        if tokens.shape[0] >= self.dense_min_tokens:
             y = self._masked_dense(tokens, mask)
         else:
+            # Without a predictor (the dense mode) the same kernels run over every neuron.
+            if mask is None:
+                mask = torch.ones(tokens.shape[0], self.cfg.d_ff, dtype=torch.bool)
             y = torch.stack(
                 [self._sparse_token(t, m) for t, m in zip(tokens.float(), mask, strict=True)]
             )

@@ -4,7 +4,11 @@ Each thread takes a contiguous chunk of the active list; per neuron it reads the
 rows (one pass over x), applies the activation and threshold, and adds h * down_t[j] into its
 own partial output, so the down projection is a row gather with no atomics; the partials are
 summed at the end. Weights stay where they are (memory-mapped), read in fp32, fp16 or bf16
-and widened to fp32 in registers; accumulation is fp32.
+and widened to fp32 in registers; accumulation is fp32. Why numba and these choices, with
+the measurements: benchmarks/results/cpu_kernels.md.
+
+int8 would be one more case in _widen (sitofp) plus per-row scales: the gate/up dot products
+times their row's scale, the down row's scale folded into h.
 """
 
 from __future__ import annotations
@@ -164,7 +168,8 @@ def sparse_ffn_kernel(
 
 
 def weight_view(w: Tensor) -> np.ndarray:
-    """A zero-copy numpy view the kernel reads: fp32 as is, fp16/bf16 as their 16-bit patterns."""
+    """A numpy view the kernel reads: fp32 as is, fp16/bf16 as their 16-bit patterns. No copy
+    for contiguous weights (memory-mapped ones stay mapped); others are made contiguous."""
     w = w.detach().contiguous()
     if w.dtype == torch.float32:
         return w.numpy()
