@@ -19,7 +19,7 @@ import torch
 
 from thermocline.models import build_model, load_checkpoint
 from thermocline.models.checkpoint import resolve_model_path
-from thermocline.runtime.bench import DecodeTiming, time_decode
+from thermocline.runtime.bench import DecodeTiming, bench_model
 from thermocline.runtime.llamacpp import gguf_baseline, llamacpp_decode
 
 PROMPT = "The capital of France is"
@@ -61,19 +61,8 @@ def main() -> None:
     rows: list[DecodeTiming] = []
     for name in args.dtypes.split(","):
         model = build_model(checkpoint, HALF[name])
-        decode, prefill = time_decode(model, prompt, args.new_tokens)
-        bytes_per_token = model.weight_bytes_per_token()
-        rows.append(
-            DecodeTiming(
-                "thermocline dense",
-                name,
-                decode,
-                prefill,
-                bytes_per_token,
-                args.new_tokens,
-                len(prompt),
-            )
-        )
+        rows.append(bench_model("thermocline dense", name, model, prompt, args.new_tokens))
+        bytes_per_token = rows[-1].bytes_per_token
         del model
         if not args.skip_transformers:
             hf = time_transformers(path, HALF[name], prompt, args.new_tokens)
