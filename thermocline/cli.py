@@ -30,7 +30,15 @@ def _register() -> None:
     from thermocline.runtime import bench_commands, serve_commands
     from thermocline.runtime import commands as runtime
 
-    for stage in (profiler, predictor_trainer, placement, converter, runtime, bench_commands, serve_commands):
+    for stage in (
+        profiler,
+        predictor_trainer,
+        placement,
+        converter,
+        runtime,
+        bench_commands,
+        serve_commands,
+    ):
         stage.register(app)
 
 

@@ -68,9 +68,9 @@ class PredictedFFN(nn.Module):
         active, predicted = h != 0, self.predictor.predict(x)
         i, s = self.layer, self.stats
         s.pairs[i] += active.numel()
-        s.computed[i] += int(predicted.sum())
-        s.active[i] += int(active.sum())
-        s.hits[i] += int((active & predicted).sum())
+        s.computed[i] += int(torch.count_nonzero(predicted))
+        s.active[i] += int(torch.count_nonzero(active))
+        s.hits[i] += int(torch.count_nonzero(active & predicted))
         return self.ffn.down(h * predicted.to(h.dtype))
 
 
@@ -98,7 +98,9 @@ def predicted_masks(
         for i, block in enumerate(model.layers):
             if not cfg.zero_sparse:
                 block.ffn.threshold = torch.tensor(float(thresholds[i]), device=device)
-            block.ffn = PredictedFFN(block.ffn, predictors.layers[i], stats, i)
+            p = predictors.layers[i]
+            on_device = LayerPredictor(p.w1.to(device), p.w2.to(device), p.threshold)
+            block.ffn = PredictedFFN(block.ffn, on_device, stats, i)
         yield stats
     finally:
         for block, (ffn, threshold) in zip(model.layers, saved, strict=True):

@@ -97,7 +97,9 @@ def bench(
     llamacpp: Annotated[
         bool, typer.Option(help="Also time llama.cpp on the same weights (needs the bench extra).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
 ) -> None:
     """Batch-1 decode tokens/s, prefill tokens/s, bandwidth achieved, sparsity and recall:
     the sparse engine and the dense mode of the same engine on the same weights."""

@@ -15,9 +15,15 @@ from thermocline.models.checkpoint import DEFAULT_MODEL
 
 ModelArg = Annotated[
     str | None,
-    typer.Argument(help="Model: a known name (smollm2-135m), an HF directory, a .gguf or a .thermo file.", show_default=False),
+    typer.Argument(
+        help="Model: a known name (smollm2-135m), an HF directory, a .gguf or a .thermo file.",
+        show_default=False,
+    ),
 ]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Same as the MODEL argument.", show_default=False)]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Same as the MODEL argument.", show_default=False),
+]
 DtypeOpt = Annotated[str, typer.Option(help="Weight and compute dtype: fp32, fp16 or bf16.")]
 
 
@@ -31,9 +37,15 @@ def pick_model(argument: str | None, option: str | None) -> str:
 def generate(
     model: ModelArg = None,
     model_opt: ModelOpt = None,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt (or the user message with --chat).")] = "The capital of France is",
-    max_new_tokens: Annotated[int, typer.Option("-n", "--max-new-tokens", help="Tokens to generate at most.")] = 64,
-    chat: Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")] = False,
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="The prompt (or the user message with --chat).")
+    ] = "The capital of France is",
+    max_new_tokens: Annotated[
+        int, typer.Option("-n", "--max-new-tokens", help="Tokens to generate at most.")
+    ] = 64,
+    chat: Annotated[
+        bool, typer.Option(help="Wrap the prompt in the model's chat template.")
+    ] = False,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0: all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1: off).")] = 1.0,
@@ -69,14 +81,36 @@ def perplexity(
     model: ModelArg = None,
     model_opt: ModelOpt = None,
     text: Annotated[str, typer.Option(help="Text file, or a known corpus name.")] = DEFAULT_CORPUS,
-    split: Annotated[str, typer.Option(help=f"Part of the corpus: {', '.join(SPLITS)} (see shared/corpora/README.md).")] = "eval",
+    split: Annotated[
+        str,
+        typer.Option(
+            help=f"Part of the corpus: {', '.join(SPLITS)} (see shared/corpora/README.md)."
+        ),
+    ] = "eval",
     window: Annotated[int, typer.Option(help="Tokens per non-overlapping window.")] = 512,
     batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
-    max_tokens: Annotated[int | None, typer.Option(help="Score only the first N tokens of the split.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Score only the first N tokens of the split.")
+    ] = None,
     dtype: DtypeOpt = "fp32",
-    thresholds: Annotated[Path | None, typer.Option(help="A profile folder: apply its calibrated FFN thresholds exactly (oracle sparsity, no predictor) and report the realized sparsity.")] = None,
-    predictors: Annotated[Path | None, typer.Option(help="A predictors folder: compute only predicted-active neurons; report realized sparsity and recall.")] = None,
-    profile: Annotated[Path | None, typer.Option(help="With --predictors: the profile whose thresholds apply (default: the one they were trained on).")] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            help="A profile folder: apply its calibrated FFN thresholds exactly (oracle sparsity, no predictor) and report the realized sparsity."
+        ),
+    ] = None,
+    predictors: Annotated[
+        Path | None,
+        typer.Option(
+            help="A predictors folder: compute only predicted-active neurons; report realized sparsity and recall."
+        ),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --predictors: the profile whose thresholds apply (default: the one they were trained on)."
+        ),
+    ] = None,
 ) -> None:
     """Perplexity of a model on a text, over non-overlapping windows."""
     from contextlib import nullcontext
@@ -89,17 +123,34 @@ def perplexity(
     loaded = load_model(pick_model(model, model_opt), dtype)
     if thresholds is not None:
         if loaded.mode != "dense":
-            raise ThermoclineError("--thresholds applies to a dense checkpoint, not a .thermo artifact")
+            raise ThermoclineError(
+                "--thresholds applies to a dense checkpoint, not a .thermo artifact"
+            )
         apply_thresholds(loaded.model, thresholds)
     if profile is not None and predictors is None:
-        raise ThermoclineError("--profile goes with --predictors; for a profile's thresholds alone use --thresholds")
+        raise ThermoclineError(
+            "--profile goes with --predictors; for a profile's thresholds alone use --thresholds"
+        )
     if predictors is not None and loaded.mode != "dense":
-        raise ThermoclineError("--predictors applies to a dense checkpoint; a .thermo artifact runs its own")
+        raise ThermoclineError(
+            "--predictors applies to a dense checkpoint; a .thermo artifact runs its own"
+        )
     ids = loaded.tokenizer.encode(read_text(text, split))
-    masked = predicted_masks_from(loaded.model, predictors, profile) if predictors is not None else nullcontext()
-    with measure_sparsity(loaded.model) if thresholds is not None else nullcontext() as meter, masked as masks:
+    masked = (
+        predicted_masks_from(loaded.model, predictors, profile)
+        if predictors is not None
+        else nullcontext()
+    )
+    with (
+        measure_sparsity(loaded.model) if thresholds is not None else nullcontext() as meter,
+        masked as masks,
+    ):
         r = run_perplexity(loaded.model, ids, window, batch, max_tokens, progress=True)
-    mode = f"{loaded.mode}, thresholds of {thresholds}: realized sparsity {meter.sparsity:.1%}" if meter else loaded.mode
+    mode = (
+        f"{loaded.mode}, thresholds of {thresholds}: realized sparsity {meter.sparsity:.1%}"
+        if meter
+        else loaded.mode
+    )
     typer.echo(
         f"perplexity {r.perplexity:.4f}  ({mode}, {text} {split}, {r.tokens} tokens scored in "
         f"{r.windows} windows of {r.window}, {r.tokens_per_second:.0f} tokens/s)"
@@ -108,7 +159,11 @@ def perplexity(
         typer.echo(masks.summary())
 
 
-def inspect(path: Annotated[str, typer.Argument(help="A checkpoint, a known model name, or a .thermo artifact.")] = DEFAULT_MODEL) -> None:
+def inspect(
+    path: Annotated[
+        str, typer.Argument(help="A checkpoint, a known model name, or a .thermo artifact.")
+    ] = DEFAULT_MODEL,
+) -> None:
     """What a checkpoint or artifact holds: architecture, sizes, dtype, tensors."""
     from thermocline.models.inspect import describe_checkpoint
 

@@ -190,7 +190,7 @@ class CpuSparseFFN:
     For B > 1 pass the union of the tokens' active sets: every token gets its exact h_j for
     each listed neuron and each weight row is read once for the batch. Prefill of long
     prompts should use the dense path. Releases the GIL, so a Python thread driving the GPU
-    can run meanwhile.
+    can run meanwhile; one call at a time per instance, though (shared scratch).
     """
 
     def __init__(
