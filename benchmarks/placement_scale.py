@@ -33,7 +33,7 @@ from thermocline.placement_solver.ilp import solve_ilp
 from thermocline.placement_solver.inputs import ActivationProfile
 from thermocline.placement_solver.planner import place
 from thermocline.placement_solver.probe import cpu_name
-from thermocline.placement_solver.problem import PlacementProblem, build_problem
+from thermocline.placement_solver.problem import build_problem, exact_optimum
 from thermocline.placement_solver.units import format_size
 
 TOKENS = 1_000_000
@@ -120,22 +120,6 @@ def stage_rows(profiles: dict[str, ActivationProfile], time_limit: float) -> lis
                 "c_l_min": min(solver.min_hot), "c_l_max": max(solver.min_hot),
             })  # fmt: skip
     return rows
-
-
-def exact_optimum(problem: PlacementProblem) -> float:
-    """Dynamic program over leading-batch counts: exact when all batches have size b.
-
-    An independent check of the ILP's incumbent where HiGHS cannot close its LP bound.
-    """
-    slots = problem.capacity // problem.batch_size
-    best = np.zeros(slots + 1)  # best[c]: top objective with at most c batches, layers so far
-    for i, layer in enumerate(problem.layers):
-        prefix = np.concatenate([[0.0], np.cumsum(layer.impacts)])
-        extended = best.copy()
-        for k in range(problem.min_batches(i), min(layer.n_batches, slots) + 1):
-            np.maximum(extended[k:], best[: slots + 1 - k] + prefix[k], out=extended[k:])
-        best = extended
-    return float(best.max())
 
 
 def stress_rows(profile: ActivationProfile, time_limit: float) -> list[dict]:

@@ -99,16 +99,3 @@ def gpu_hardware(sync_latency_us: float = 0.005, memory: int = 1 << 30) -> Hardw
         launch_latency_us=0.0,
         sync_latency_us=sync_latency_us,
     )
-
-
-def exact_optimum(problem) -> float:
-    """Dynamic program over leading-batch counts: the exact optimum when all batches have size b."""
-    slots = problem.capacity // problem.batch_size
-    best = np.zeros(slots + 1)  # best[c]: top objective with at most c batches, layers so far
-    for i, layer in enumerate(problem.layers):
-        prefix = np.concatenate([[0.0], np.cumsum(layer.impacts)])
-        extended = best.copy()
-        for k in range(problem.min_batches(i), min(layer.n_batches, slots) + 1):
-            np.maximum(extended[k:], best[: slots + 1 - k] + prefix[k], out=extended[k:])
-        best = extended
-    return float(best.max())

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from placement_helpers import exact_optimum, gpu_hardware
+from placement_helpers import gpu_hardware
 
 from thermocline.placement_solver.greedy import solve_greedy
 from thermocline.placement_solver.ilp import solve_ilp
-from thermocline.placement_solver.problem import build_problem, min_hot_neurons
+from thermocline.placement_solver.problem import build_problem, exact_optimum, min_hot_neurons
 
 
 def exhaustive_best(problem) -> float:

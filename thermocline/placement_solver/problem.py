@@ -121,3 +121,19 @@ def min_hot_neurons(
     # A tiny slack keeps float rounding from pushing an exact tie one neuron further.
     k = int(np.searchsorted(cumulative, needed * (1 - 1e-12))) + 1
     return min(k, d_ff) if math.isfinite(needed) else d_ff
+
+
+def exact_optimum(problem: PlacementProblem) -> float:
+    """Dynamic program over leading-batch counts: exact when all batches have size b.
+
+    The independent check of the ILP (tests, benchmark)'s incumbent where HiGHS cannot close its LP bound.
+    """
+    slots = problem.capacity // problem.batch_size
+    best = np.zeros(slots + 1)  # best[c]: top objective with at most c batches, layers so far
+    for i, layer in enumerate(problem.layers):
+        prefix = np.concatenate([[0.0], np.cumsum(layer.impacts)])
+        extended = best.copy()
+        for k in range(problem.min_batches(i), min(layer.n_batches, slots) + 1):
+            np.maximum(extended[k:], best[: slots + 1 - k] + prefix[k], out=extended[k:])
+        best = extended
+    return float(best.max())
