@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from thermocline.converter import build_dense_model, convert, read_artifact
 from thermocline.converter import commands as converter_commands
+from thermocline.converter.layout import canonical_shapes
 from thermocline.errors import ThermoclineError
 from thermocline.models import build_model, load_checkpoint
+from thermocline.models.transformer import Transformer
 from thermocline.runtime import commands as runtime_commands
 
 MODELS = {
@@ -25,6 +27,7 @@ MODELS = {
     "qwen2": lambda p: tiny_llama(p, kind="qwen2")[0],
     "opt": lambda p: tiny_opt(p)[0],
     "opt-post-norm": lambda p: tiny_opt(p, post_norm=True)[0],
+    "llama-head-dim": lambda p: tiny_llama(p, head_dim=24)[0],  # != d_model / n_heads
 }
 TOKENS = torch.randint(0, 256, (2, 11), generator=torch.Generator().manual_seed(0))
 
@@ -37,6 +40,17 @@ def full_inputs(tmp_path, checkpoint, dtype="fp32"):
         predictors=write_predictors(tmp_path / "predictors", checkpoint, [3 + i for i in range(n)]),
         profile=write_profile(tmp_path / "profile", checkpoint, [0.01 * (i + 1) for i in range(n)]),
     )
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_layout_shapes_are_the_transformers(tmp_path, arch):
+    """The layout derives names, shapes and order from the config alone: the model's own."""
+    config = load_checkpoint(MODELS[arch](tmp_path / "ckpt")).config
+    with torch.device("meta"):
+        state = Transformer(config).state_dict()
+    if config.tie_embeddings:
+        del state["lm_head.weight"]
+    assert list(canonical_shapes(config).items()) == [(n, tuple(t.shape)) for n, t in state.items()]
 
 
 @pytest.mark.parametrize("arch", list(MODELS))

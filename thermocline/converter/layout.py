@@ -13,7 +13,6 @@ import torch
 
 from thermocline.converter.format import TensorSpec
 from thermocline.models.config import ModelConfig
-from thermocline.models.transformer import Transformer
 
 FORMAT = "thermocline"
 VERSION = 1
@@ -24,12 +23,41 @@ FFN_PARTS = ("gate.weight", "up.weight", "up.bias", "down.weight", "down.bias")
 
 
 def canonical_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor a checkpoint of this config holds (a tied lm_head is not stored)."""
-    with torch.device("meta"):
-        model = Transformer(config)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if config.tie_embeddings:
-        del shapes["lm_head.weight"]
+    """Every tensor a checkpoint of this config holds (a tied lm_head is not stored).
+
+    The names, shapes and order of `Transformer(config).state_dict()`, derived from the config
+    alone: building even a meta-device model imports ~900 torch modules (~145 MiB) for its
+    init and RoPE ops, the largest fixed cost of a conversion. A test holds the two equal.
+    """
+    d, e, d_ff = config.d_model, config.embed_dim, config.d_ff
+    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+    norm = ("weight", "bias") if config.arch == "opt" else ("weight",)  # LayerNorm or RMSNorm
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (config.vocab_size, e)}
+    if config.arch == "opt":
+        shapes["pos_embed.weight"] = (config.max_seq_len + config.pos_offset, d)
+    if e != d:
+        shapes |= {"project_in.weight": (d, e), "project_out.weight": (e, d)}
+    for i in range(config.n_layers):
+        layer = {f"{n}_norm.{p}": (d,) for n in ("attn", "ffn") for p in norm}
+        layer["attn.wqkv.weight"] = (q + 2 * kv, d)
+        if config.qkv_bias:
+            layer["attn.wqkv.bias"] = (q + 2 * kv,)
+        layer["attn.wo.weight"] = (d, q)
+        if config.o_bias:
+            layer["attn.wo.bias"] = (d,)
+        if config.gated:
+            layer["ffn.gate.weight"] = (d_ff, d)
+        layer["ffn.up.weight"] = (d_ff, d)
+        if config.mlp_bias:
+            layer["ffn.up.bias"] = (d_ff,)
+        layer["ffn.down.weight"] = (d, d_ff)
+        if config.mlp_bias:
+            layer["ffn.down.bias"] = (d,)
+        shapes |= {f"layers.{i}.{name}": shape for name, shape in layer.items()}
+    if config.norm_before:  # OPT's post-norm variant has no final norm
+        shapes |= {f"norm.{p}": (d,) for p in norm}
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (config.vocab_size, e)
     return shapes
 
 

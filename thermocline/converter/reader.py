@@ -88,8 +88,12 @@ class Artifact:
     def thresholds(self) -> list[float]:
         return [layer.threshold for layer in self.layers]
 
-    def tensors(self) -> Iterator[tuple[str, Tensor]]:
-        """Canonical tensors with the permutation undone, one layer at a time."""
+    def tensors(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, Tensor]]:
+        """Canonical tensors with the permutation undone, one layer at a time (None: as stored)."""
+        for name, tensor in self._stored_tensors():
+            yield name, tensor if dtype is None else tensor.to(dtype)
+
+    def _stored_tensors(self) -> Iterator[tuple[str, Tensor]]:
         yield from self.dense.items()
         for i, layer in enumerate(self.layers):
             order = torch.argsort(layer.perm)

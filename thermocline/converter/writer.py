@@ -142,7 +142,7 @@ def convert(
         Progress(disable=not progress) as bar,
     ):
         task = bar.add_task(f"converting {checkpoint.name}", total=len(specs))
-        for name, tensor in checkpoint.tensors():
+        for name, tensor in checkpoint.tensors(torch_dtype):
             if name == "lm_head.weight" and cfg.tie_embeddings:
                 continue  # tied: the embedding is the head
             if name not in shapes:

@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -22,7 +23,16 @@ from thermocline.models.tokenizer import TextTokenizer
 from thermocline.models.transformer import Transformer
 
 DEFAULT_MODEL = "smollm2-135m"
-TensorStream = Callable[[], Iterator[tuple[str, Tensor]]]
+
+
+class TensorStream(Protocol):
+    """Canonical name -> tensor, one at a time, each cast to dtype as it is read.
+
+    dtype None: float32 from a checkpoint, the stored dtype from an artifact. A converter
+    passes its output dtype so that no tensor is ever held whole in float32.
+    """
+
+    def __call__(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, Tensor]]: ...
 
 
 @dataclass
@@ -32,7 +42,7 @@ class Checkpoint:
     format: str  # "hf" or "gguf"
     config: ModelConfig
     tokenizer: TextTokenizer
-    tensors: TensorStream  # canonical name -> float tensor, one at a time
+    tensors: TensorStream  # canonical name -> tensor, one at a time
     digest: str  # sha256 of the source files: ties artifacts to their model
     source_dtype: str  # e.g. "bfloat16", "Q4_1"
 
@@ -65,7 +75,7 @@ def file_digest(paths: list[Path]) -> str:
     sha = hashlib.sha256()
     for path in sorted(paths):
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
+            while chunk := f.read(1 << 20):
                 sha.update(chunk)
     return sha.hexdigest()
 

@@ -164,7 +164,9 @@ def _rope_scaling(hf: dict[str, Any]) -> RopeScaling | None:
     return RopeScaling(kind=kind, **fields)
 
 
-def _tensor_stream(shards: list[Path], config: ModelConfig) -> Iterator[tuple[str, Tensor]]:
+def _tensor_stream(
+    shards: list[Path], config: ModelConfig, dtype: torch.dtype | None
+) -> Iterator[tuple[str, Tensor]]:
     """Canonical tensors, one at a time; a layer's q, k, v are fused once all three are read."""
     names = OPT_NAMES if config.arch == "opt" else LLAMA_NAMES
     table = {}
@@ -175,7 +177,7 @@ def _tensor_stream(shards: list[Path], config: ModelConfig) -> Iterator[tuple[st
     for shard in shards:
         with safe_open(shard, framework="pt") as f:
             for hf_name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                tensor = f.get_tensor(hf_name).float()
+                tensor = f.get_tensor(hf_name).to(dtype or torch.float32)
                 qkv = QKV.fullmatch(hf_name)
                 if qkv:
                     layer, part, kind = int(qkv[1]), qkv[2], qkv[3]
@@ -255,7 +257,7 @@ def load_hf_dir(path: Path, name: str) -> Checkpoint:
         format="hf",
         config=config,
         tokenizer=load_tokenizer_dir(path, config),
-        tensors=lambda: _tensor_stream(shards, config),
+        tensors=lambda dtype=None: _tensor_stream(shards, config, dtype),
         digest=file_digest([path / "config.json", *shards]),
         source_dtype=source_dtype,
     )
