@@ -61,7 +61,7 @@ def test_all_active_predictors_give_the_thresholded_model(setup):
     with predicted_masks(model, Predictors([everything] * cfg.n_layers, {}), thresholds) as stats:
         masked = model(tokens)
     for block, t in zip(model.layers, thresholds, strict=True):
-        block.ffn.threshold = torch.tensor(t)
+        block.ffn.threshold = t
     try:
         torch.testing.assert_close(masked, model(tokens))
     finally:

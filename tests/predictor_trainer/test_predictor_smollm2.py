@@ -34,4 +34,4 @@ def test_smollm2_predictors_end_to_end(tmp_path, smollm2, smollm2_checkpoint):
     total = stats.total()
     assert 0.45 < total["true_sparsity"] < 0.55  # the profile's 50% thresholds, on new text
     assert total["recall"] > 0.85 and total["realized_sparsity"] > 0.0
-    assert all(float(block.ffn.threshold) == 0 for block in smollm2.layers)  # restored
+    assert all(block.ffn.threshold == 0 for block in smollm2.layers)  # restored

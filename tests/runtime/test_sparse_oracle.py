@@ -62,7 +62,7 @@ def run(model, tokens):
 def test_oracle_sparse_equals_dense_llama(tmp_path, hot_fraction, activation, threshold):
     dense = build_model(load_checkpoint(tiny_llama(tmp_path, activation)[0]))
     for block in dense.layers:
-        block.ffn.threshold = torch.tensor(threshold)
+        block.ffn.threshold = threshold
     tokens = torch.randint(
         0, 256, (1, PROMPT + DECODE_STEPS), generator=torch.Generator().manual_seed(3)
     )

@@ -44,7 +44,8 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)  # fc1 for OPT
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
         # Magnitude threshold that makes silu/gelu sparse; 0 keeps the model exact (dense).
-        self.register_buffer("threshold", torch.zeros(()), persistent=False)
+        # A float, not a tensor: testing a tensor costs an op per layer and token.
+        self.threshold = 0.0
 
     def activation(self, x: Tensor) -> Tensor:
         h = ffn_activation(self.cfg, self.gate(x) if self.gate is not None else None, self.up(x))
@@ -98,13 +99,13 @@ class Attention(nn.Module):
         self, x: Tensor, start: int, rope: tuple[Tensor, Tensor] | None, cache: KVCache | None
     ) -> Tensor:
         batch, seq, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(batch, seq, self.cfg.n_heads, self.cfg.head_dim).transpose(1, 2)
-        k = k.view(batch, seq, self.cfg.n_kv_heads, self.cfg.head_dim).transpose(1, 2)
-        v = v.view(batch, seq, self.cfg.n_kv_heads, self.cfg.head_dim).transpose(1, 2)
-        if rope is not None:
-            cos, sin = rope
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        heads, kv_heads, head_dim = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
+        qk, v = self.wqkv(x).split((self.split[0] + self.split[1], self.split[2]), dim=-1)
+        qk = qk.view(batch, seq, heads + kv_heads, head_dim)
+        if rope is not None:  # q and k in one pass: decode is bound by per-op overhead
+            qk = apply_rope(qk, *rope)
+        q, k = qk.transpose(1, 2).split((heads, kv_heads), dim=1)
+        v = v.view(batch, seq, kv_heads, head_dim).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer, start, k, v)
         mask, causal = None, seq > 1
@@ -167,12 +168,13 @@ class Transformer(nn.Module):
     def reset_buffers(self) -> None:
         """Computed buffers (RoPE tables, no FFN thresholds); again after a meta-device build."""
         if self.cfg.arch == "llama":
+            # [max_seq_len, 1, head_dim]: rows broadcast over the heads of [.., seq, heads, dim]
             cos, sin = rope_tables(self.cfg)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            self.register_buffer("rope_cos", cos.unsqueeze(1), persistent=False)
+            self.register_buffer("rope_sin", sin.unsqueeze(1), persistent=False)
         for block in self.layers:
             if isinstance(block.ffn, FeedForward):  # a swapped-in sparse FFN keeps its own
-                block.ffn.threshold = torch.zeros(())
+                block.ffn.threshold = 0.0
 
     def embed_tokens(
         self, tokens: Tensor, start: int
@@ -202,6 +204,12 @@ class Transformer(nn.Module):
         for block in self.layers:
             x = block(x, start, rope, cache)
         return self.head(x)
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """The dtype of hidden states and of the KV cache: the norms' (fp32 where 16-bit weights
+        run on the CPU, see runtime/half_weights.py)."""
+        return self.layers[0].attn_norm.weight.dtype
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a batch-1 decode step reads: all but the rows of lookup tables."""

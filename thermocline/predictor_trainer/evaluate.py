@@ -93,11 +93,11 @@ def predicted_masks(
             )
     device = model.embed.weight.device
     stats = MaskStats(*([0] * cfg.n_layers for _ in range(4)))
-    saved = [(block.ffn, block.ffn.threshold.clone()) for block in model.layers]
+    saved = [(block.ffn, block.ffn.threshold) for block in model.layers]
     try:
         for i, block in enumerate(model.layers):
             if not cfg.zero_sparse:
-                block.ffn.threshold = torch.tensor(float(thresholds[i]), device=device)
+                block.ffn.threshold = float(thresholds[i])
             p = predictors.layers[i]
             on_device = LayerPredictor(p.w1.to(device), p.w2.to(device), p.threshold)
             block.ffn = PredictedFFN(block.ffn, on_device, stats, i)

@@ -50,7 +50,7 @@ def calibrate_thresholds(
         raise ValueError("threshold calibration needs pre-norm blocks")
     device = model.embed.weight.device
     for block in model.layers:
-        block.ffn.threshold = torch.zeros((), device=device)
+        block.ffn.threshold = 0.0
     batches = [windows[i : i + batch].to(device) for i in range(0, len(windows), batch)]
     rope = None
     hidden = []
@@ -83,11 +83,12 @@ def calibrate_thresholds(
         ]
         threshold = quantile_threshold(torch.cat(samples).abs().float(), target)
         del samples
-        t = torch.tensor(threshold, device=device)
-        block.ffn.threshold = t
+        block.ffn.threshold = threshold
         # A pre-norm block returns resid + ffn(ffn_norm(resid)) and its FFN masks h as below
         # (FeedForward.activation): the same ops give the same bits as a thresholded forward.
-        hidden = [r + block.ffn.down(h * (h.abs() > t)) for r, h in zip(resid, acts, strict=True)]
+        hidden = [
+            r + block.ffn.down(h * (h.abs() > threshold)) for r, h in zip(resid, acts, strict=True)
+        ]
         thresholds.append(threshold)
         advance(windows.numel())
     return thresholds

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from thermocline.errors import ThermoclineError
@@ -28,9 +27,8 @@ def apply_thresholds(model: Transformer, profile_dir: str | Path) -> list[float]
             f"profile {profile_dir} is of a model with (layers, d_model, d_ff) = {their_shape} and "
             f"{theirs.activation}; this model has {shape} and {cfg.activation}"
         )
-    device = model.embed.weight.device
     for block, threshold in zip(model.layers, profile.thresholds, strict=True):
-        block.ffn.threshold = torch.tensor(threshold, device=device)
+        block.ffn.threshold = threshold
     return profile.thresholds
 
 

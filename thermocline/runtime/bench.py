@@ -60,7 +60,7 @@ def time_decode(
 ) -> tuple[float, float, list[int]]:
     """(decode tokens/s, prefill tokens/s, tokens decoded): greedy batch-1 decode after `prompt`,
     EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing)."""
-    dtype = model.embed.weight.dtype
+    dtype = model.activation_dtype
     cache = KVCache(model.cfg, 1, len(prompt) + new_tokens + warmup, dtype)
     logits = prefill(model, prompt, cache)
     position, tokens = len(prompt), list(prompt)

@@ -24,7 +24,13 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Same as the MODEL argument.", show_default=False),
 ]
-DtypeOpt = Annotated[str, typer.Option(help="Weight and compute dtype: fp32, fp16 or bf16.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        help="Weight dtype: fp32, fp16 or bf16. 16-bit weights are read as they are and "
+        "computed in fp32 (half the bytes of fp32 per token)."
+    ),
+]
 
 
 def pick_model(argument: str | None, option: str | None) -> str:

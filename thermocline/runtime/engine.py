@@ -45,4 +45,8 @@ def load_model(
         return load_artifact_model(path, dtype, max_seq_len)
     checkpoint = load_checkpoint(spec)
     model = build_model(checkpoint, parse_dtype(dtype), max_seq_len)
+    if dtype != "fp32":
+        from thermocline.runtime.half_weights import use_half_weights
+
+        use_half_weights(model)
     return LoadedModel(str(spec), model, checkpoint.tokenizer, "dense")

@@ -17,6 +17,7 @@ from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import Transformer
 from thermocline.runtime.engine import LoadedModel
+from thermocline.runtime.half_weights import use_half_weights
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 # Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
@@ -72,10 +73,10 @@ def sparse_transformer(
                 raise ThermoclineError("this artifact has no predictors: run it in dense mode")
             stored = layer.predictor
             predictor_bytes = sum(w.numel() * w.element_size() for w in (stored.w1, stored.w2))
-            # fp32 copies: small, and half-precision GEMV is slow on CPUs
-            predictor = dataclasses.replace(
-                stored, w1=stored.w1.float().to(device), w2=stored.w2.float().to(device)
-            ).predict
+            # fp32 copies on the CPU, where the FFN input is and where the mask is needed
+            # first (the cold ids); small, and half-precision GEMV is slow on CPUs.
+            predictor = dataclasses.replace(stored, w1=stored.w1.float(), w2=stored.w2.float())
+            predictor = predictor.predict
         hot = _to(layer.hot, device)
         block.ffn = SparseFeedForward(
             cfg,
@@ -115,10 +116,12 @@ def load_artifact_model(
     cfg = artifact.config
     if max_seq_len is not None:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "max_seq_len": max_seq_len})
-    compute = torch.float32 if dtype == "fp32" else None
-    dense = {k: v.to(compute) if compute else v for k, v in artifact.dense.items()}
+    # fp32 copies of the non-FFN weights, or the stored 16-bit ones straight from the map.
+    dense = {k: v.float() if dtype == "fp32" else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None
     model = sparse_transformer(cfg, dense, artifact.layers, use_predictors)
+    if dtype != "fp32":
+        use_half_weights(model)
     return LoadedModel(
         str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense"
     )

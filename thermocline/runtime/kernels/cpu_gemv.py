@@ -1,0 +1,65 @@
+"""One token through a dense weight on the CPU: y = W x with W in fp32, fp16 or bf16.
+
+torch's CPU GEMV reads 16-bit weights at about half the bytes per second it reaches in fp32
+(benchmarks/results/cpu_kernels.md); this kernel widens each weight to fp32 in registers, as
+the sparse FFN kernel does, so a 16-bit model reads half the bytes at fp32's pace. Threads
+take contiguous blocks of output rows: no reduction between them.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+from thermocline.runtime.kernels.cpu_sparse import (
+    FASTMATH,
+    MIN_BYTES_PER_THREAD,
+    _pointer,
+    _widen,
+    weight_view,
+)
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
+def _rows(w, x, y, first, last):
+    for j in range(first, last):
+        acc = np.float32(0.0)
+        for i in range(x.size):
+            acc += _widen(w[j, i]) * x[i]
+        y[j] = acc
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
+def gemv_kernel(w, x, out, chunks):
+    """out = w @ x; x, out: addresses of fp32 [d_in] and [d_out]; chunks: row blocks (threads)."""
+    n, d = w.shape
+    xs = numba.carray(_pointer(x, numba.float32), (d,))
+    ys = numba.carray(_pointer(out, numba.float32), (n,))
+    if chunks == 1:  # skip the parallel region's launch
+        _rows(w, xs, ys, 0, n)
+        return
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _rows(w, xs, ys, c * per, min(n, (c + 1) * per))
+
+
+class CpuGemv:
+    """A weight [d_out, d_in] viewed once (no copy); call with one token's fp32 x [d_in]."""
+
+    def __init__(self, weight: Tensor):
+        self.weight = weight_view(weight)
+        self.d_out, self.d_in = self.weight.shape
+        threads = numba.get_num_threads()  # read once: ~1 us a call
+        self.chunks = max(1, min(threads, self.weight.nbytes // MIN_BYTES_PER_THREAD))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        # The kernel reads a raw address: anything but a contiguous CPU fp32 x would be garbage.
+        if not (x.dtype is torch.float32 and x.is_cpu and x.numel() == self.d_in):
+            raise ValueError(f"CpuGemv takes one CPU fp32 vector of {self.d_in}")
+        x = x.contiguous()
+        out = torch.empty(self.d_out, dtype=torch.float32)
+        gemv_kernel(self.weight, x.data_ptr(), out.data_ptr(), self.chunks)
+        return out
