@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/dense_decode.py [--new-tokens 128] [--json out.json]
 
-Prompt of 5 tokens, 128 new greedy tokens, torch threads = cores. llama.cpp runs when
+Prompt of 5 tokens, 128 new greedy tokens, torch threads = cores. Thermocline's rows load the
+model as `thermocline generate --dtype D` does (fp16/bf16: 16-bit weights, fp32 arithmetic). llama.cpp runs when
 llama-cpp-python is installed (`pip install '.[bench]'`), on F32/F16 GGUFs of the same weights
 written with the `gguf` package. Prints a markdown table; no asserts on speed.
 """
@@ -17,9 +18,10 @@ import time
 
 import torch
 
-from thermocline.models import build_model, load_checkpoint
+from thermocline.models import load_checkpoint
 from thermocline.models.checkpoint import resolve_model_path
 from thermocline.runtime.bench import DecodeTiming, bench_model
+from thermocline.runtime.engine import load_model
 from thermocline.runtime.llamacpp import gguf_baseline, llamacpp_decode
 
 PROMPT = "The capital of France is"
@@ -60,7 +62,7 @@ def main() -> None:
     path = resolve_model_path(args.model)
     rows: list[DecodeTiming] = []
     for name in args.dtypes.split(","):
-        model = build_model(checkpoint, HALF[name])
+        model = load_model(args.model, name).model  # 16-bit: weights in 16 bits, fp32 math
         rows.append(bench_model("thermocline dense", name, model, prompt, args.new_tokens))
         bytes_per_token = rows[-1].bytes_per_token
         del model
