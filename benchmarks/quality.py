@@ -126,10 +126,6 @@ def predictors_row(s: Setting, command: str) -> QualityRow:
 
 def artifact_row(s: Setting, command: str, recall: bool = True) -> QualityRow:
     loaded = load_model(s.artifact, s.dtype)
-    if s.threads:
-        # Building the CPU kernels starts numba's OpenMP layer, which sets the shared OpenMP
-        # pool to NUMBA_NUM_THREADS (all cores): torch's count has to be set again.
-        torch.set_num_threads(s.threads)
     ffns = sparse_ffns(loaded.model)
     for f in ffns:
         f.measure_recall = recall  # the runtime's own check against the true active set

@@ -1,5 +1,9 @@
 """The numba CPU kernel equals the torch reference: every activation, dtype and active set."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +85,19 @@ def test_rejects_what_it_cannot_run():
     ):  # raw addresses: checked
         with pytest.raises(ValueError, match="contiguous"):
             ffn(x, active)
+
+
+def test_torch_keeps_its_thread_count(tmp_path):
+    """Starting numba's OpenMP layer (the first kernel built in a process) resets the OpenMP
+    runtime torch shares, once torch has started it; the kernels put torch's count back. A
+    fresh process, since this one may have started numba's layer already."""
+    code = (
+        "import torch; torch.set_num_threads(1); torch.randn(1 << 20).sum()\n"  # OpenMP up
+        "from thermocline.runtime.kernels.cpu_sparse import CpuSparseFFN\n"
+        "w = torch.randn(8, 4); CpuSparseFFN(w, w, w, 'silu')(torch.randn(4), torch.arange(8))\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]

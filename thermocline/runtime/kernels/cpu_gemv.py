@@ -19,6 +19,7 @@ from thermocline.runtime.kernels.cpu_sparse import (
     MIN_BYTES_PER_THREAD,
     _pointer,
     _widen,
+    numba_threads,
     weight_view,
 )
 
@@ -52,7 +53,7 @@ class CpuGemv:
     def __init__(self, weight: Tensor):
         self.weight = weight_view(weight)
         self.d_out, self.d_in = self.weight.shape
-        threads = numba.get_num_threads()  # read once: ~1 us a call
+        threads = numba_threads()
         self.chunks = max(1, min(threads, self.weight.nbytes // MIN_BYTES_PER_THREAD))
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -167,6 +167,16 @@ def sparse_ffn_kernel(
         ys += partial[c, :nb]
 
 
+def numba_threads() -> int:
+    """numba's thread count, for a kernel to read once (~1 us a call). The first call in a
+    process starts numba's OpenMP layer, which resets the thread count of the OpenMP runtime
+    torch shares to NUMBA_NUM_THREADS: torch's own setting is put back."""
+    torch_threads = torch.get_num_threads()
+    threads = numba.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    return threads
+
+
 def weight_view(w: Tensor) -> np.ndarray:
     """A numpy view the kernel reads: fp32 as is, fp16/bf16 as their 16-bit patterns. No copy
     for contiguous weights (memory-mapped ones stay mapped); others are made contiguous."""
@@ -218,9 +228,9 @@ class CpuSparseFFN:
             float(threshold),
             float(fatrelu_threshold),
         )
-        # Read once: numba.get_num_threads() costs ~1 us a call. Any count up to
-        # NUMBA_NUM_THREADS is correct; set_num_threads() after this only changes the speed.
-        self.threads = numba.get_num_threads()
+        # Any count up to NUMBA_NUM_THREADS is correct; set_num_threads() after this only
+        # changes the speed.
+        self.threads = numba_threads()
         self._partial = np.empty((numba.config.NUMBA_NUM_THREADS, 1, d), np.float32)
 
     def __call__(self, x: Tensor, active: Tensor, out: Tensor | None = None) -> Tensor:
