@@ -1,11 +1,11 @@
 """benchmarks/quality.py and benchmarks/plots.py on the outputs of a tiny model's pipeline."""
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
+import plots
+import quality
 from tiny_models import tiny_llama
 
 from thermocline.pipeline import load_recipe, prep
@@ -38,15 +38,6 @@ context = 128
 """
 
 
-def benchmark(name: str):
-    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quality_table_and_plots(tmp_path, monkeypatch, capsys):
     model_dir, _ = tiny_llama(tmp_path / "model")
     corpus = tmp_path / "corpus.txt"
@@ -58,7 +49,7 @@ def test_quality_table_and_plots(tmp_path, monkeypatch, capsys):
 
     argv = ["quality.py", "--recipe", str(recipe), "--results", str(results), "--window", "64"]
     monkeypatch.setattr(sys, "argv", [*argv, "--max-tokens", "1024", "--threads", "1"])
-    benchmark("quality").main()
+    quality.main()
     report = json.loads((results / "quality.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert list(rows) == [
@@ -75,7 +66,7 @@ def test_quality_table_and_plots(tmp_path, monkeypatch, capsys):
     assert "| dense |" in (results / "quality.md").read_text()
     assert "artifact vs predictors" in capsys.readouterr().out
     monkeypatch.setattr(sys, "argv", [*argv, "--max-tokens", "1024", "--resume"])
-    benchmark("quality").main()  # every row kept: nothing is measured again
+    quality.main()  # every row kept: nothing is measured again
     assert json.loads((results / "quality.json").read_text())["rows"] == report["rows"]
 
     bench = tmp_path / "bench.json"
@@ -83,6 +74,6 @@ def test_quality_table_and_plots(tmp_path, monkeypatch, capsys):
                                   "decode_tokens_per_s": 20.0}]))  # fmt: skip
     argv = ["plots.py", "--recipe", str(recipe), "--quality", str(results / "quality.json")]
     monkeypatch.setattr(sys, "argv", [*argv, "--results", str(results), "--decode", str(bench)])
-    benchmark("plots").main()
+    plots.main()
     for png in ("predictors.png", "quality.png", "decode.png"):
         assert (results / png).read_bytes()[:4] == b"\x89PNG"

@@ -8,17 +8,13 @@ neurons on the GPU, whole layers on the GPU, accelerate's offload).
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import hybrid_7b
 import pytest
 import torch
 import typer
 import typer.testing
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import hybrid_7b  # noqa: E402
-from hybrid_engines import (  # noqa: E402
+from hybrid_engines import (
     build_hf,
     build_hybrid,
     build_layerwise,
@@ -27,8 +23,8 @@ from hybrid_engines import (  # noqa: E402
     random_model,
 )
 
-from thermocline.errors import ThermoclineError  # noqa: E402
-from thermocline.models import KVCache  # noqa: E402
+from thermocline.errors import ThermoclineError
+from thermocline.models import KVCache
 
 TINY = dict(layers=3, d_model=64, n_heads=4, d_ff=96, vocab=128)
 PROMPT, STEPS = 5, 6
