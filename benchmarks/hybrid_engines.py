@@ -23,6 +23,12 @@ from torch import Tensor, nn
 from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
 from thermocline.models import ModelConfig, Transformer
+from thermocline.runtime.bench import (
+    decode_bytes_per_token,
+    realized_sparsity,
+    reset_stats,
+    sparse_ffns,
+)
 from thermocline.runtime.sparse_engine import DENSE_MIN_TOKENS, sparse_transformer
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
@@ -201,7 +207,7 @@ class SplitEngine:
 
     @property
     def sparse_ffns(self) -> list[SparseFeedForward]:
-        return [m for m in self.net.modules() if isinstance(m, SparseFeedForward)]
+        return sparse_ffns(self.net)
 
     def start(self, max_len: int) -> None:
         self.cache = LayerKV(self.net.cfg, max_len, self.places)
@@ -220,17 +226,13 @@ class SplitEngine:
         return net.head(x.to(*self.head))[0]
 
     def weight_bytes_per_token(self) -> float:
-        """Dense weights but the embedding, plus what the sparse FFNs computed."""
-        dense = nbytes(p for n, p in self.net.named_parameters() if n != "embed.weight")
-        return dense + sum(f.bytes_per_token() for f in self.sparse_ffns)
+        return decode_bytes_per_token(self.net)
 
     def sparsity(self) -> float | None:
-        ffns = [f for f in self.sparse_ffns if f.predictor is not None]
-        return sum(f.stats.sparsity for f in ffns) / len(ffns) if ffns else None
+        return realized_sparsity(self.net)
 
     def reset_stats(self) -> None:
-        for f in self.sparse_ffns:
-            f.stats = type(f.stats)()
+        reset_stats(self.net)
 
 
 def _rows(block: NeuronBlock, start: int, end: int) -> NeuronBlock:

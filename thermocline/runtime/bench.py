@@ -38,7 +38,8 @@ class DecodeTiming:
 
 
 def sparse_ffns(model: Transformer) -> list[SparseFeedForward]:
-    return [b.ffn for b in model.layers if isinstance(b.ffn, SparseFeedForward)]
+    """Every sparse FFN of the model, wherever it sits (a block's ffn, or inside a wrapper)."""
+    return [m for m in model.modules() if isinstance(m, SparseFeedForward)]
 
 
 def decode_bytes_per_token(model: Transformer) -> float:
