@@ -91,7 +91,7 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-        self.split = (q_size, kv_size, kv_size)
+        self.split = (q_size + kv_size, kv_size)  # q and k (roped together) | v
         self.wqkv = nn.Linear(cfg.d_model, q_size + 2 * kv_size, bias=cfg.qkv_bias)
         self.wo = nn.Linear(q_size, cfg.d_model, bias=cfg.o_bias)
 
@@ -100,7 +100,7 @@ class Attention(nn.Module):
     ) -> Tensor:
         batch, seq, _ = x.shape
         heads, kv_heads, head_dim = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
-        qk, v = self.wqkv(x).split((self.split[0] + self.split[1], self.split[2]), dim=-1)
+        qk, v = self.wqkv(x).split(self.split, dim=-1)
         qk = qk.view(batch, seq, heads + kv_heads, head_dim)
         if rope is not None:  # q and k in one pass: decode is bound by per-op overhead
             qk = apply_rope(qk, *rope)
