@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import typer
-from predictor_helpers import one_thread, profile_model  # noqa: F401
+from predictor_helpers import profile_model
 from tiny_models import tiny_llama
 from typer.testing import CliRunner
 
@@ -20,6 +20,8 @@ from thermocline.predictor_trainer import (
     train_predictors,
 )
 from thermocline.runtime import commands as runtime_commands
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["silu", "relu"])

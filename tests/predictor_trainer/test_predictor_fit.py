@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from predictor_helpers import one_thread, planted_layer, tiny_config  # noqa: F401 (fixture)
+from predictor_helpers import planted_layer, tiny_config
 
 from thermocline.errors import ThermoclineError
 from thermocline.predictor_trainer.config import TrainConfig
@@ -19,6 +19,8 @@ from thermocline.predictor_trainer.fit import (
     weighted_bce_grad,
 )
 from thermocline.predictor_trainer.rank_search import allowed_ranks, search_rank
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(epochs=20, search_epochs=5, patience=2, batch=256, lr=1e-2, device="cpu")
 

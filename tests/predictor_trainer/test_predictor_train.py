@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import typer
-from predictor_helpers import one_thread, planted_layer, tiny_config, write_profile  # noqa: F401
+from predictor_helpers import planted_layer, tiny_config, write_profile
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -16,6 +16,8 @@ from thermocline.predictor_trainer import TrainConfig, load_predictors, train_pr
 from thermocline.predictor_trainer.commands import register
 from thermocline.predictor_trainer.fit import heldout_metrics
 from thermocline.runtime import commands as runtime_commands
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = dict(
     epochs=15,

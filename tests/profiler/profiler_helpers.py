@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from tiny_models import tiny_llama, tiny_opt
 from torch import Tensor
@@ -46,12 +45,3 @@ def thresholded_model(checkpoint: Path, profile_dir: Path):
     model = build_model(load_checkpoint(checkpoint), torch.float32)
     apply_thresholds(model, profile_dir)
     return model
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, above all on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

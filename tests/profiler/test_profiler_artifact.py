@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from profiler_helpers import (  # noqa: F401 (one_thread is a fixture)
-    one_thread,
+from profiler_helpers import (
     profiled_windows,
     small_config,
     thresholded_model,

@@ -2,7 +2,7 @@
 
 import pytest
 import typer
-from profiler_helpers import one_thread, tiny_checkpoint  # noqa: F401 (one_thread is a fixture)
+from profiler_helpers import tiny_checkpoint
 from typer.testing import CliRunner
 
 from thermocline.errors import ThermoclineError

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from profiler_helpers import (  # noqa: F401 (one_thread is a fixture)
-    one_thread,
+from profiler_helpers import (
     profiled_windows,
     small_config,
     thresholded_model,

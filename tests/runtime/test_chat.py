@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 import typer
 from fastapi.testclient import TestClient
 from tiny_models import tiny_llama
@@ -15,14 +14,7 @@ from thermocline.runtime.engine import LoadedModel, load_model
 from thermocline.runtime.generate import SamplingParams, stream_text
 from thermocline.runtime.serve_commands import register
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine torch's thread pool makes the tiny model's steps erratic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
