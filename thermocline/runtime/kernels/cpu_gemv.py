@@ -2,8 +2,8 @@
 
 torch's CPU GEMV reads 16-bit weights at fewer bytes per second than fp32 ones
 (benchmarks/results/cpu_kernels.md); this kernel widens each weight to fp32 in registers, as
-the sparse FFN kernel does. Measured in a SmolLM2 decode (BENCHMARKS.md, dense decode): 1.4x
-torch's bf16 path, level with its fp16 one, at half the bytes of fp32. Threads take
+the sparse FFN kernel does. Measured in a SmolLM2 decode (benchmarks/half_weights_decode.py):
+1.2-1.4x torch's bf16 path, 1.0-1.1x its fp16 one, at half the bytes of fp32. Threads take
 contiguous blocks of output rows: no reduction between them.
 """
 
