@@ -4,7 +4,7 @@ PIP := .venv/bin/pip
 RECIPE ?= configs/pipelines/smollm2-wikitext.toml
 STAMP := .venv/.installed
 
-.PHONY: install test test-fast lint format prep demo bench clean
+.PHONY: install test test-fast lint format prep demo bench clean clean-kernels
 
 install: $(STAMP)
 
@@ -39,5 +39,10 @@ prep: install
 demo: install
 	$(PY) -m thermocline.pipeline $(RECIPE) --demo
 
-clean:
+# numba's on-disk kernel cache is keyed on the cached function's own file only: after editing
+# a helper another kernel inlines (kernels/cpu_gemv.py, cpu_sparse.py), `make clean-kernels`.
+clean-kernels:
+	find thermocline -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-kernels
 	rm -rf .venv out .pytest_cache

@@ -3,9 +3,12 @@
     .venv/bin/python benchmarks/dense_decode.py [--new-tokens 128] [--json out.json]
 
 Prompt of 5 tokens, 128 new greedy tokens, torch threads = cores. Thermocline's rows load the
-model as `thermocline generate --dtype D` does (fp16/bf16: 16-bit weights, fp32 arithmetic). llama.cpp runs when
-llama-cpp-python is installed (`pip install '.[bench]'`), on F32/F16 GGUFs of the same weights
-written with the `gguf` package. Prints a markdown table; no asserts on speed.
+model as `thermocline generate --dtype D` does (fp16/bf16: 16-bit weights, fp32 arithmetic;
+one numba call per decoded token, runtime/fused_decode.py); "torch ops" is the same model
+decoding through its torch modules instead, and with --torch-compile also through
+`torch.compile(model, dynamic=True)` (compiling takes 1-2 min a dtype). llama.cpp runs when
+llama-cpp-python is installed (`pip install '.[bench]'`), on F32/F16 GGUFs of the same
+weights written with the `gguf` package. Prints a markdown table; no asserts on speed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--torch-compile", action="store_true", help="add a torch.compile row")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
@@ -65,6 +69,13 @@ def main() -> None:
         model = load_model(args.model, name).model  # 16-bit: weights in 16 bits, fp32 math
         rows.append(bench_model("thermocline dense", name, model, prompt, args.new_tokens))
         bytes_per_token = rows[-1].bytes_per_token
+        model.fused_decode = None  # the same model, each decode step through torch's ops
+        rows.append(bench_model("thermocline, torch ops", name, model, prompt, args.new_tokens))
+        if args.torch_compile:
+            compiled = torch.compile(model, dynamic=True)
+            rows.append(
+                bench_model("thermocline, torch.compile", name, compiled, prompt, args.new_tokens)
+            )
         del model
         if not args.skip_transformers:
             hf = time_transformers(path, HALF[name], prompt, args.new_tokens)

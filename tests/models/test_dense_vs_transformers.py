@@ -1,10 +1,12 @@
-"""Our dense forward equals transformers on the same weights: prefill and 16 cached decode steps."""
+"""Our dense forward equals transformers on the same weights: prefill and 16 cached decode steps,
+each decode step through the blocks in torch and, where the model allows, the fused CPU step."""
 
 import pytest
 import torch
 from tiny_models import tiny_llama, tiny_opt
 
 from thermocline.models import KVCache, build_model, load_checkpoint
+from thermocline.runtime.fused_decode import use_fused_decode
 
 PROMPT, DECODE_STEPS = 7, 16
 
@@ -16,6 +18,14 @@ def assert_matches_reference(path, reference) -> None:
     )
     with torch.no_grad():
         expected = reference(tokens).logits[0]
+    assert_decode_matches(model, tokens, expected)
+    if use_fused_decode(model):
+        assert_decode_matches(model, tokens, expected)
+    else:
+        assert model.cfg.arch == "opt", "every LLaMA-family test model runs the fused step"
+
+
+def assert_decode_matches(model, tokens, expected) -> None:
     cache = KVCache(model.cfg, 1, PROMPT + DECODE_STEPS, torch.float32)
     with torch.inference_mode():
         prefill = model(tokens[:, :PROMPT], 0, cache)[0]
@@ -53,6 +63,10 @@ def test_llama_rope_scaling(tmp_path, rope_scaling):
 
 def test_llama_tied_embeddings_and_mha(tmp_path):
     assert_matches_reference(*tiny_llama(tmp_path, tie_word_embeddings=True, num_key_value_heads=4))
+
+
+def test_llama_attention_bias(tmp_path):
+    assert_matches_reference(*tiny_llama(tmp_path, attention_bias=True))
 
 
 @pytest.mark.parametrize("kind", ["mistral", "qwen2"])

@@ -8,6 +8,8 @@ neuron-sparse one in, and so the profiler can hook the activation fed to the dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -152,6 +154,9 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.embed_dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # A runtime may install a step that runs every block for one token with a KV cache
+        # (runtime/fused_decode.py), computing what the blocks would.
+        self.fused_decode: Callable[[Tensor, int, KVCache], Tensor] | None = None
         self.reset_buffers()
 
     @classmethod
@@ -201,8 +206,11 @@ class Transformer(nn.Module):
     def forward(self, tokens: Tensor, start: int = 0, cache: KVCache | None = None) -> Tensor:
         """Logits [batch, seq, vocab] for tokens [batch, seq] at positions start.."""
         x, rope = self.embed_tokens(tokens, start)
-        for block in self.layers:
-            x = block(x, start, rope, cache)
+        if self.fused_decode is not None and tokens.numel() == 1 and cache is not None:
+            x = self.fused_decode(x, start, cache)
+        else:
+            for block in self.layers:
+                x = block(x, start, rope, cache)
         return self.head(x)
 
     @property

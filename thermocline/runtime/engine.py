@@ -49,4 +49,7 @@ def load_model(
         from thermocline.runtime.half_weights import use_half_weights
 
         use_half_weights(model)
+    from thermocline.runtime.fused_decode import use_fused_decode
+
+    use_fused_decode(model)
     return LoadedModel(str(spec), model, checkpoint.tokenizer, "dense")

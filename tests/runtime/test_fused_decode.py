@@ -1,0 +1,81 @@
+"""The fused one-token step against the model's own blocks in torch: what the step adds to the
+transformers comparison in tests/models (16-bit weights, thresholds, biases, refusals)."""
+
+import pytest
+import torch
+from tiny_models import tiny_llama, tiny_opt
+
+from thermocline.models.config import ModelConfig
+from thermocline.models.transformer import KVCache, Transformer
+from thermocline.runtime.engine import load_model
+from thermocline.runtime.fused_decode import FusedDecode, use_fused_decode, why_not_fusable
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+STEPS = 12
+
+
+def assert_fused_equals_blocks(model: Transformer) -> None:
+    """Prefill 3 tokens, then decode one at a time with and without the fused step."""
+    fused = model.fused_decode
+    assert fused is not None
+    tokens = torch.randint(
+        3, model.cfg.vocab_size, (1, 3 + STEPS), generator=torch.Generator().manual_seed(2)
+    )
+    logits = []
+    for step in (fused, None):
+        model.fused_decode = step
+        cache = KVCache(model.cfg, 1, 3 + STEPS, torch.float32)
+        with torch.inference_mode():
+            model(tokens[:, :3], 0, cache)
+            logits.append(
+                torch.cat([model(tokens[:, p : p + 1], p, cache) for p in range(3, 3 + STEPS)])
+            )
+    model.fused_decode = fused
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_engine_fuses_dense_llama_models(tmp_path, dtype):
+    path, _ = tiny_llama(tmp_path / "m", kind="qwen2")  # with q/k/v biases
+    assert_fused_equals_blocks(load_model(path, dtype).model)
+
+
+def test_thresholds_are_read_at_every_step(tmp_path):
+    model = load_model(tiny_llama(tmp_path / "m")[0]).model
+    for i, block in enumerate(model.layers):
+        block.ffn.threshold = 0.02 * (i + 1)
+    assert_fused_equals_blocks(model)
+
+
+def test_output_and_mlp_biases():
+    cfg = ModelConfig(
+        arch="llama", vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+        d_ff=48, max_seq_len=64, activation="gelu", o_bias=True, mlp_bias=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).requires_grad_(False).eval()
+    for block in model.layers:
+        for linear in (block.attn.wo, block.ffn.up, block.ffn.down):
+            linear.bias.normal_()
+    assert use_fused_decode(model)
+    assert_fused_equals_blocks(model)
+
+
+def test_refuses_what_it_cannot_run(tmp_path):
+    model = load_model(tiny_llama(tmp_path / "m")[0]).model
+    step = model.fused_decode
+    x = torch.randn(1, 1, model.cfg.d_model)
+    cfg = model.cfg
+    for cache, start in [
+        (KVCache(cfg, 1, 4, torch.float32), 4),  # past the cache's end
+        (KVCache(cfg, 2, 4, torch.float32), 0),  # batch 2
+        (KVCache(cfg, 1, 4, torch.float16), 0),
+    ]:
+        with pytest.raises(ValueError, match="one token and a batch-1 fp32 cache"):
+            step(x, start, cache)
+    opt = load_model(tiny_opt(tmp_path / "opt")[0]).model
+    assert opt.fused_decode is None and "opt" in why_not_fusable(opt)
+    with pytest.raises(ValueError, match="cannot fuse"):
+        FusedDecode(opt)
+    model.layers[0].ffn = torch.nn.Identity()
+    assert why_not_fusable(model) == "the FFNs are not dense"
