@@ -23,6 +23,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from thermocline.converter import LayerFFN, NeuronBlock
+
 VOCAB = 260  # 256 byte tokens + specials
 BOS, EOS = 256, 257
 CHAT_TEMPLATE = (
@@ -153,3 +155,27 @@ def tiny_opt(path: Path, post_norm: bool = False, seed: int = 0):
     _randomize(model, seed)
     save_tiny(model, path)
     return path, model
+
+
+def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) -> list[LayerFFN]:
+    """A dense model's FFNs in the artifact's layout: a random hot/cold split, no predictors."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = []
+    for block in model.layers:
+        ffn = block.ffn
+        perm = torch.randperm(model.cfg.d_ff, generator=gen)
+        n_hot = round(hot_fraction * model.cfg.d_ff)
+
+        def neurons(ids, ffn=ffn):
+            return NeuronBlock(
+                None if ffn.gate is None else ffn.gate.weight[ids].contiguous(),
+                ffn.up.weight[ids].contiguous(),
+                ffn.down.weight[:, ids].T.contiguous(),
+                None if ffn.up.bias is None else ffn.up.bias[ids].contiguous(),
+            )
+
+        down_bias = None if ffn.down.bias is None else ffn.down.bias
+        layers.append(
+            LayerFFN(perm, neurons(perm[:n_hot]), neurons(perm[n_hot:]), down_bias, threshold, None)
+        )
+    return layers

@@ -1,37 +1,48 @@
 """The fused one-token step against the model's own blocks in torch: what the step adds to the
-transformers comparison in tests/models (16-bit weights, thresholds, biases, refusals)."""
+transformers comparison in tests/models (16-bit weights, thresholds, biases, the artifact
+engine's sparse FFNs with and without predictors, refusals)."""
 
 import pytest
 import torch
-from tiny_models import tiny_llama, tiny_opt
+from tiny_models import split_layers, tiny_llama, tiny_opt
 
+from thermocline.converter.reader import Predictor
+from thermocline.models import build_model, load_checkpoint
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import KVCache, Transformer
+from thermocline.runtime.bench import reset_stats
 from thermocline.runtime.engine import load_model
 from thermocline.runtime.fused_decode import FusedDecode, use_fused_decode, why_not_fusable
+from thermocline.runtime.sparse_engine import sparse_transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 12
 
 
 def assert_fused_equals_blocks(model: Transformer) -> None:
-    """Prefill 3 tokens, then decode one at a time with and without the fused step."""
+    """Prefill 3 tokens, then decode one at a time with and without the fused step; sparse
+    FFNs count the same neurons either way."""
     fused = model.fused_decode
     assert fused is not None
     tokens = torch.randint(
         3, model.cfg.vocab_size, (1, 3 + STEPS), generator=torch.Generator().manual_seed(2)
     )
     logits = []
+    computed = []
     for step in (fused, None):
         model.fused_decode = step
         cache = KVCache(model.cfg, 1, 3 + STEPS, torch.float32)
         with torch.inference_mode():
             model(tokens[:, :3], 0, cache)
+            reset_stats(model)
             logits.append(
                 torch.cat([model(tokens[:, p : p + 1], p, cache) for p in range(3, 3 + STEPS)])
             )
+        stats = [b.ffn.stats for b in model.layers if hasattr(b.ffn, "stats")]
+        computed.append([(s.tokens, s.computed) for s in stats])
     model.fused_decode = fused
     torch.testing.assert_close(logits[0], logits[1], atol=1e-4, rtol=1e-4)
+    assert computed[0] == computed[1]
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
@@ -61,6 +72,32 @@ def test_output_and_mlp_biases():
     assert_fused_equals_blocks(model)
 
 
+def artifact_engine(path, hot_fraction: float, threshold: float, with_predictors: bool):
+    """The artifact engine's model over a tiny model's weights, CPU only; predictors random."""
+    dense = build_model(load_checkpoint(path))
+    layers = split_layers(dense, hot_fraction, threshold)
+    gen = torch.Generator().manual_seed(4)
+    for layer in layers:
+        if with_predictors:  # about half of the neurons predicted active
+            w1 = torch.randn(8, dense.cfg.d_model, generator=gen)
+            layer.predictor = Predictor(
+                w1, torch.randn(dense.cfg.d_ff, 8, generator=gen), 0.0, "relu"
+            )
+    tensors = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
+    model = sparse_transformer(dense.cfg, tensors, layers, with_predictors, hot_device="cpu")
+    assert use_fused_decode(model)
+    return model
+
+
+@pytest.mark.parametrize("hot_fraction", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("with_predictors", [False, True], ids=["dense_mode", "predictors"])
+def test_artifact_engine(tmp_path, hot_fraction, with_predictors):
+    model = artifact_engine(tiny_llama(tmp_path / "m")[0], hot_fraction, 0.02, with_predictors)
+    assert_fused_equals_blocks(model)
+    sparsity = [b.ffn.stats.sparsity for b in model.layers]
+    assert all(0.2 < s < 0.8 for s in sparsity) if with_predictors else sparsity == [0, 0]
+
+
 def test_refuses_what_it_cannot_run(tmp_path):
     model = load_model(tiny_llama(tmp_path / "m")[0]).model
     step = model.fused_decode
@@ -78,4 +115,7 @@ def test_refuses_what_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="cannot fuse"):
         FusedDecode(opt)
     model.layers[0].ffn = torch.nn.Identity()
-    assert why_not_fusable(model) == "the FFNs are not dense"
+    assert why_not_fusable(model) == "the FFNs are neither dense nor neuron-sparse on the CPU"
+    oracle = artifact_engine(tmp_path / "m", 0.3, 0.0, with_predictors=False)
+    oracle.layers[1].ffn.predictor = oracle.layers[1].ffn.true_mask  # not a stored predictor
+    assert why_not_fusable(oracle) is not None

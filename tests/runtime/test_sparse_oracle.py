@@ -1,41 +1,18 @@
 """With an oracle predictor (the true active set) the sparse engine equals the dense one.
 
-The artifact layout is built here straight from a dense model (random hot/cold split), so
-the engine is tested apart from the converter; the end-to-end test goes through a .thermo.
+The artifact layout is built straight from a dense model (random hot/cold split,
+tiny_models.split_layers), so the engine is tested apart from the converter; the end-to-end
+test goes through a .thermo.
 """
 
 import pytest
 import torch
-from tiny_models import tiny_llama, tiny_opt
+from tiny_models import split_layers, tiny_llama, tiny_opt
 
-from thermocline.converter import LayerFFN, NeuronBlock
 from thermocline.models import KVCache, build_model, load_checkpoint
 from thermocline.runtime.sparse_engine import sparse_transformer
 
 PROMPT, DECODE_STEPS = 6, 12
-
-
-def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) -> list[LayerFFN]:
-    gen = torch.Generator().manual_seed(seed)
-    layers = []
-    for block in model.layers:
-        ffn = block.ffn
-        perm = torch.randperm(model.cfg.d_ff, generator=gen)
-        n_hot = round(hot_fraction * model.cfg.d_ff)
-
-        def neurons(ids, ffn=ffn):
-            return NeuronBlock(
-                None if ffn.gate is None else ffn.gate.weight[ids].contiguous(),
-                ffn.up.weight[ids].contiguous(),
-                ffn.down.weight[:, ids].T.contiguous(),
-                None if ffn.up.bias is None else ffn.up.bias[ids].contiguous(),
-            )
-
-        down_bias = None if ffn.down.bias is None else ffn.down.bias
-        layers.append(
-            LayerFFN(perm, neurons(perm[:n_hot]), neurons(perm[n_hot:]), down_bias, threshold, None)
-        )
-    return layers
 
 
 def oracle_model(dense, hot_fraction: float, threshold: float):

@@ -60,6 +60,8 @@ class Predictor:
         act = NONLINEARITIES[self.nonlinearity]
         return act(x.to(self.w1.dtype) @ self.w1.t()) @ self.w2.t() > self.threshold
 
+    __call__ = predict  # a runtime Predictor callable that a fused step can also read
+
 
 @dataclass
 class LayerFFN:

@@ -1,8 +1,9 @@
-"""One decode token through all blocks of a dense LLaMA-family model in one numba call.
+"""One decode token through all blocks of a LLaMA-family model in one numba call.
 
-engine.load_model installs it on the CPU models it loads (kernels/cpu_decode.py says why);
-Transformer.forward uses it for one token with a KV cache and runs its blocks in torch
-otherwise (prefill, perplexity windows, models it cannot fuse).
+engine.load_model installs it on the dense CPU models it loads, and the artifact engine on
+its CPU-only models (sparse, or dense mode); kernels/cpu_decode.py says why. Transformer.forward
+uses it for one token with a KV cache and runs its blocks in torch otherwise (prefill,
+perplexity windows, models it cannot fuse: OPT, hot neurons on a GPU, test predictors).
 """
 
 from __future__ import annotations
@@ -11,28 +12,60 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from thermocline.converter.reader import Predictor
 from thermocline.models.transformer import FeedForward, KVCache, Transformer
 from thermocline.runtime.kernels import ACTIVATIONS
+from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 _FUSABLE_WEIGHTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _weights(model: Transformer) -> list[list[Tensor]]:
-    """Per layer the five projections the kernel reads, in its order."""
-    return [
-        [b.attn.wqkv.weight, b.attn.wo.weight]
-        + [b.ffn.gate.weight, b.ffn.up.weight, b.ffn.down.weight]
-        for b in model.layers
-    ]
+def _attention_weights(model: Transformer) -> list[list[Tensor]]:
+    return [[b.attn.wqkv.weight, b.attn.wo.weight] for b in model.layers]
+
+
+def _ffn_weights(model: Transformer) -> list[list[Tensor]]:
+    """Per layer, in the kernel's column order: gate, up, down (dense) or the hot block's
+    gate, up, down_t, then the cold block's (sparse)."""
+    layers = []
+    for b in model.layers:
+        ffn = b.ffn
+        if isinstance(ffn, FeedForward):
+            layers.append([ffn.gate.weight, ffn.up.weight, ffn.down.weight])
+        else:
+            layers.append(
+                [t for blk in (ffn.hot, ffn.cold) for t in (blk.gate, blk.up, blk.down_t)]
+            )
+    return layers
 
 
 def _vectors(model: Transformer) -> list[list[Tensor | None]]:
-    """Per layer the norm weights and biases the kernel reads, in its order (None: no bias)."""
-    return [
-        [b.attn_norm.weight, b.ffn_norm.weight, b.attn.wqkv.bias, b.attn.wo.bias]
-        + [b.ffn.up.bias, b.ffn.down.bias]
-        for b in model.layers
-    ]
+    """Per layer the norm weights and biases, in the kernel's column order (None: no bias)."""
+    layers = []
+    for b in model.layers:
+        ffn = b.ffn
+        up_bias, down_bias = (
+            (ffn.up.bias, ffn.down.bias) if isinstance(ffn, FeedForward) else (None, ffn.down_bias)
+        )
+        norms_and_attention = [
+            b.attn_norm.weight,
+            b.ffn_norm.weight,
+            b.attn.wqkv.bias,
+            b.attn.wo.bias,
+        ]
+        layers.append(norms_and_attention + [up_bias, down_bias])
+    return layers
+
+
+def _cpu_sparse(ffn: torch.nn.Module) -> bool:
+    """A SparseFeedForward the fused step computes exactly: all on the CPU, no up bias (the
+    sparse kernel adds one for non-gated FFNs only), the artifact's predictor or none."""
+    return (
+        isinstance(ffn, SparseFeedForward)
+        and ffn.hot_device.type == "cpu"
+        and ffn.hot.up_bias is None and ffn.cold.up_bias is None
+        and (ffn.predictor is None or isinstance(ffn.predictor, Predictor))
+    )  # fmt: skip
 
 
 def why_not_fusable(model: Transformer) -> str | None:
@@ -40,51 +73,68 @@ def why_not_fusable(model: Transformer) -> str | None:
     cfg = model.cfg
     if cfg.arch != "llama" or not cfg.norm_before or cfg.embed_dim != cfg.d_model:
         return f"{cfg.arch} layout (the fused step is pre-norm LLaMA-family)"
-    if any(not isinstance(b.ffn, FeedForward) for b in model.layers):
-        return "the FFNs are not dense"
+    ffns = [b.ffn for b in model.layers]
+    if not (all(isinstance(f, FeedForward) for f in ffns) or all(_cpu_sparse(f) for f in ffns)):
+        return "the FFNs are neither dense nor neuron-sparse on the CPU"
+    for weights in (_attention_weights(model), _ffn_weights(model)):
+        flat = [w for layer in weights for w in layer]
+        if any(not w.is_cpu for w in flat) or len({w.dtype for w in flat}) != 1:
+            return "weights are not on the CPU in one dtype (attention, FFN)"
+        if flat[0].dtype not in _FUSABLE_WEIGHTS:
+            return f"{flat[0].dtype} weights"
     vectors = [t for layer in _vectors(model) for t in layer if t is not None]
     if any(t.dtype != torch.float32 or not t.is_contiguous() for t in vectors):
         return "norms and biases are not fp32 (activations in another dtype)"
-    weights = [w for layer in _weights(model) for w in layer]
-    if any(not w.is_cpu for w in weights) or len({w.dtype for w in weights}) != 1:
-        return "weights are not on the CPU in one dtype"
-    if weights[0].dtype not in _FUSABLE_WEIGHTS:
-        return f"{weights[0].dtype} weights"
     return None
 
 
 class FusedDecode:
     """Reads the model's weights, norms and biases in place, through their addresses: build it
     once they are final (in-place updates are seen; replaced tensors or modules are not).
-    FFN thresholds are read at every call."""
+    FFN thresholds are read at every call; sparse FFNs' stats are kept as their own forward
+    keeps them."""
 
     def __init__(self, model: Transformer):
+        from thermocline.runtime.kernels import cpu_decode as k
         from thermocline.runtime.kernels.cpu_sparse import numba_threads, weight_view
 
         if reason := why_not_fusable(model):
             raise ValueError(f"cannot fuse this model's decode step: {reason}")
         cfg, self.blocks = model.cfg, list(model.layers)
-        self.cache_shape = (cfg.n_layers, 1, cfg.n_kv_heads, cfg.head_dim)
-        self._weights = [[weight_view(w) for w in layer] for layer in _weights(model)]
-        self._vectors = _vectors(model)
-        self.tensors = np.array(
-            [
-                [v.ctypes.data for v in weights]
-                + [0 if t is None else t.data_ptr() for t in vectors]
-                for weights, vectors in zip(self._weights, self._vectors, strict=True)
-            ],
-            np.int64,
-        )
-        self.wdtype = self._weights[0][0][:0, 0]
+        self.sparse = isinstance(self.blocks[0].ffn, SparseFeedForward)
+        attention = [[weight_view(w) for w in layer] for layer in _attention_weights(model)]
+        ffn = [[weight_view(w) for w in layer] for layer in _ffn_weights(model)]
+        self._keep = [attention, ffn]  # the kernel reads these addresses
+        self.wdtype, self.fdtype = attention[0][0][:0, 0], ffn[0][0][:0, 0]
+        self.tensors = np.zeros((cfg.n_layers, k.COLUMNS), np.int64)
+        self.knobs = np.zeros((cfg.n_layers, 5), np.float32)
+        self.knobs[:, k.ACT] = ACTIVATIONS.index(cfg.activation)
+        self.knobs[:, k.TAU] = cfg.activation_threshold
+        for i, vectors in enumerate(_vectors(model)):
+            row = self.tensors[i]
+            row[[k.WQKV, k.WO]] = [w.ctypes.data for w in attention[i]]
+            row[k.ATTN_NORM : k.DOWN_BIAS + 1] = [0 if t is None else t.data_ptr() for t in vectors]
+            if not self.sparse:
+                row[k.GATE : k.DOWN + 1] = [w.ctypes.data for w in ffn[i]]
+                continue
+            row[k.HOT_GATE : k.COLD_GATE + 3] = [w.ctypes.data for w in ffn[i]]
+            sparse = self.blocks[i].ffn
+            row[k.N_HOT] = sparse.hot.n
+            if (predictor := sparse.predictor) is not None:
+                w1, w2 = predictor.w1.float().contiguous(), predictor.w2.float().contiguous()
+                self._keep.append((w1, w2))
+                row[[k.W1, k.W2, k.RANK]] = [w1.data_ptr(), w2.data_ptr(), predictor.rank]
+                self.knobs[i, k.LOGIT_CUT] = predictor.threshold
+                self.knobs[i, k.PREDICTOR_ACT] = ACTIVATIONS.index(predictor.nonlinearity)
+        self.cut_column = k.CUT
         self.dims = np.array(
             [cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff], np.int64
         )
-        self.eps, self.d_model = float(cfg.norm_eps), cfg.d_model
+        self.cache_shape = (cfg.n_layers, 1, cfg.n_kv_heads, cfg.head_dim)
+        self.eps, self.d_model, self.d_ff = float(cfg.norm_eps), cfg.d_model, cfg.d_ff
         self.cos = model.rope_cos[:, 0].float().contiguous().numpy()
         self.sin = model.rope_sin[:, 0].float().contiguous().numpy()
-        self.ffn = np.zeros((cfg.n_layers, 3), np.float32)
-        self.ffn[:, 0] = ACTIVATIONS.index(cfg.activation)
-        self.ffn[:, 2] = cfg.activation_threshold
+        self.computed = np.zeros(cfg.n_layers, np.int64)
         self.threads = numba_threads()
 
     def __call__(self, x: Tensor, start: int, cache: KVCache) -> Tensor:
@@ -99,13 +149,18 @@ class FusedDecode:
             and 0 <= start < cache.max_len and x.numel() == self.d_model
         ):  # fmt: skip
             raise ValueError("the fused decode step takes one token and a batch-1 fp32 cache")
-        self.ffn[:, 1] = [b.ffn.threshold for b in self.blocks]
+        self.knobs[:, self.cut_column] = [b.ffn.threshold for b in self.blocks]
         x = x.reshape(-1).float().clone()
         decode_blocks_kernel(
-            x.numpy(), start, self.dims, self.tensors, self.wdtype, self.eps, self.cos[start],
-            self.sin[start], cache.k.data_ptr(), cache.v.data_ptr(), cache.max_len, self.ffn,
-            self.threads,
+            x.numpy(), start, self.dims, self.tensors, self.knobs, self.wdtype, self.fdtype,
+            self.sparse, self.eps, self.cos[start], self.sin[start], cache.k.data_ptr(),
+            cache.v.data_ptr(), cache.max_len, self.computed, self.threads,
         )  # fmt: skip
+        if self.sparse:
+            for block, computed in zip(self.blocks, self.computed.tolist(), strict=True):
+                stats = block.ffn.stats
+                stats.tokens, stats.neurons = stats.tokens + 1, stats.neurons + self.d_ff
+                stats.computed += computed
         return x.view(1, 1, -1)
 
 

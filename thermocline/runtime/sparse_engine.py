@@ -17,6 +17,7 @@ from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import Transformer
 from thermocline.runtime.engine import LoadedModel
+from thermocline.runtime.fused_decode import use_fused_decode
 from thermocline.runtime.half_weights import use_half_weights
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
@@ -76,7 +77,6 @@ def sparse_transformer(
             # fp32 copies on the CPU, where the FFN input is and where the mask is needed
             # first (the cold ids); small, and half-precision GEMV is slow on CPUs.
             predictor = dataclasses.replace(stored, w1=stored.w1.float(), w2=stored.w2.float())
-            predictor = predictor.predict
         hot = _to(layer.hot, device)
         block.ffn = SparseFeedForward(
             cfg,
@@ -122,6 +122,7 @@ def load_artifact_model(
     model = sparse_transformer(cfg, dense, artifact.layers, use_predictors)
     if dtype != "fp32":
         use_half_weights(model)
+    use_fused_decode(model)  # CPU-only: one numba call a token
     return LoadedModel(
         str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense"
     )
