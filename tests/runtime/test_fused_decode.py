@@ -98,6 +98,25 @@ def test_artifact_engine(tmp_path, hot_fraction, with_predictors):
     assert all(0.2 < s < 0.8 for s in sparsity) if with_predictors else sparsity == [0, 0]
 
 
+def test_steps_aside_when_the_model_changes(tmp_path):
+    """Hooks (the profiler's), swapped FFNs and recall measurement need the torch blocks."""
+    model = artifact_engine(tiny_llama(tmp_path / "m")[0], 0.3, 0.0, with_predictors=True)
+    fused, cache = model.fused_decode, KVCache(model.cfg, 1, 4, torch.float32)
+    assert fused.covers(model)
+    seen = []
+    handle = model.layers[1].ffn_norm.register_forward_pre_hook(lambda m, args: seen.append(1))
+    assert not fused.covers(model)
+    with torch.inference_mode():
+        model(torch.tensor([[5]]), 0, cache)
+    assert seen == [1]
+    handle.remove()
+    model.layers[0].ffn.measure_recall = True
+    assert not fused.covers(model)
+    model.layers[0].ffn.measure_recall = False
+    model.layers[0].ffn = torch.nn.Identity()
+    assert not fused.covers(model)
+
+
 def test_refuses_what_it_cannot_run(tmp_path):
     model = load_model(tiny_llama(tmp_path / "m")[0]).model
     step = model.fused_decode

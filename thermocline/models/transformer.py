@@ -8,7 +8,7 @@ neuron-sparse one in, and so the profiler can hook the activation fed to the dow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +138,15 @@ class Block(nn.Module):
         return self.ffn_norm(h + self.ffn(h))
 
 
+class DecodeStep(Protocol):
+    """Every block for one token with a KV cache, computing what the blocks would
+    (runtime/fused_decode.py), while `covers` holds."""
+
+    def covers(self, model: Transformer) -> bool: ...
+
+    def __call__(self, x: Tensor, start: int, cache: KVCache) -> Tensor: ...
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -154,9 +163,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.embed_dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        # A runtime may install a step that runs every block for one token with a KV cache
-        # (runtime/fused_decode.py), computing what the blocks would.
-        self.fused_decode: Callable[[Tensor, int, KVCache], Tensor] | None = None
+        self.fused_decode: DecodeStep | None = None  # installed by the runtime on CPUs
         self.reset_buffers()
 
     @classmethod
@@ -206,8 +213,9 @@ class Transformer(nn.Module):
     def forward(self, tokens: Tensor, start: int = 0, cache: KVCache | None = None) -> Tensor:
         """Logits [batch, seq, vocab] for tokens [batch, seq] at positions start.."""
         x, rope = self.embed_tokens(tokens, start)
-        if self.fused_decode is not None and tokens.numel() == 1 and cache is not None:
-            x = self.fused_decode(x, start, cache)
+        fused = self.fused_decode
+        if fused is not None and tokens.numel() == 1 and cache is not None and fused.covers(self):
+            x = fused(x, start, cache)
         else:
             for block in self.layers:
                 x = block(x, start, rope, cache)

@@ -60,11 +60,14 @@ def _vectors(model: Transformer) -> list[list[Tensor | None]]:
 def _cpu_sparse(ffn: torch.nn.Module) -> bool:
     """A SparseFeedForward the fused step computes exactly: all on the CPU, no up bias (the
     sparse kernel adds one for non-gated FFNs only), the artifact's predictor or none."""
+    if not isinstance(ffn, SparseFeedForward):
+        return False
+    p, cfg = ffn.predictor, ffn.cfg
     return (
-        isinstance(ffn, SparseFeedForward)
-        and ffn.hot_device.type == "cpu"
+        ffn.hot_device.type == "cpu"
         and ffn.hot.up_bias is None and ffn.cold.up_bias is None
-        and (ffn.predictor is None or isinstance(ffn.predictor, Predictor))
+        and (p is None or isinstance(p, Predictor)
+             and p.w1.shape == (p.rank, cfg.d_model) and p.w2.shape == (cfg.d_ff, p.rank))
     )  # fmt: skip
 
 
@@ -90,43 +93,51 @@ def why_not_fusable(model: Transformer) -> str | None:
 
 class FusedDecode:
     """Reads the model's weights, norms and biases in place, through their addresses: build it
-    once they are final (in-place updates are seen; replaced tensors or modules are not).
-    FFN thresholds are read at every call; sparse FFNs' stats are kept as their own forward
-    keeps them."""
+    once they are final (in-place updates are seen, replaced tensors are not). FFN thresholds
+    are read at every call; sparse FFNs' stats are kept as their own forward keeps them. One
+    call at a time (shared scratch), as with the CPU kernels."""
 
     def __init__(self, model: Transformer):
         from thermocline.runtime.kernels import cpu_decode as k
         from thermocline.runtime.kernels.cpu_sparse import numba_threads, weight_view
 
+        self.kernel, self.cut = k.decode_blocks_kernel, k.CUT
+
         if reason := why_not_fusable(model):
             raise ValueError(f"cannot fuse this model's decode step: {reason}")
-        cfg, self.blocks = model.cfg, list(model.layers)
-        self.sparse = isinstance(self.blocks[0].ffn, SparseFeedForward)
+        cfg = model.cfg
+        self.ffns = [b.ffn for b in model.layers]
+        self.block_modules = [m for b in model.layers for m in b.modules()]
+        self.sparse = isinstance(self.ffns[0], SparseFeedForward)
         attention = [[weight_view(w) for w in layer] for layer in _attention_weights(model)]
         ffn = [[weight_view(w) for w in layer] for layer in _ffn_weights(model)]
-        self._keep = [attention, ffn]  # the kernel reads these addresses
+        vectors = _vectors(model)
+        self._keep = [attention, ffn, vectors]  # the kernel reads these addresses
         self.wdtype, self.fdtype = attention[0][0][:0, 0], ffn[0][0][:0, 0]
         self.tensors = np.zeros((cfg.n_layers, k.COLUMNS), np.int64)
-        self.knobs = np.zeros((cfg.n_layers, 5), np.float32)
+        # Thresholds compare as the torch path does: in fp32 (a float32 tensor against a Python
+        # float) for dense FFNs and the predictor, in float64 in the sparse CPU kernel.
+        self.as_compared = float if self.sparse else np.float32
+        self.knobs = np.zeros((cfg.n_layers, k.KNOBS), np.float64)
         self.knobs[:, k.ACT] = ACTIVATIONS.index(cfg.activation)
-        self.knobs[:, k.TAU] = cfg.activation_threshold
-        for i, vectors in enumerate(_vectors(model)):
+        self.knobs[:, k.TAU] = self.as_compared(cfg.activation_threshold)
+        for i, layer_vectors in enumerate(vectors):
             row = self.tensors[i]
             row[[k.WQKV, k.WO]] = [w.ctypes.data for w in attention[i]]
-            row[k.ATTN_NORM : k.DOWN_BIAS + 1] = [0 if t is None else t.data_ptr() for t in vectors]
+            row[k.ATTN_NORM : k.DOWN_BIAS + 1] = [
+                0 if t is None else t.data_ptr() for t in layer_vectors
+            ]
             if not self.sparse:
                 row[k.GATE : k.DOWN + 1] = [w.ctypes.data for w in ffn[i]]
                 continue
             row[k.HOT_GATE : k.COLD_GATE + 3] = [w.ctypes.data for w in ffn[i]]
-            sparse = self.blocks[i].ffn
-            row[k.N_HOT] = sparse.hot.n
-            if (predictor := sparse.predictor) is not None:
+            row[k.N_HOT] = self.ffns[i].hot.n
+            if (predictor := self.ffns[i].predictor) is not None:
                 w1, w2 = predictor.w1.float().contiguous(), predictor.w2.float().contiguous()
                 self._keep.append((w1, w2))
                 row[[k.W1, k.W2, k.RANK]] = [w1.data_ptr(), w2.data_ptr(), predictor.rank]
-                self.knobs[i, k.LOGIT_CUT] = predictor.threshold
+                self.knobs[i, k.LOGIT_CUT] = np.float32(predictor.threshold)
                 self.knobs[i, k.PREDICTOR_ACT] = ACTIVATIONS.index(predictor.nonlinearity)
-        self.cut_column = k.CUT
         self.dims = np.array(
             [cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff], np.int64
         )
@@ -137,28 +148,36 @@ class FusedDecode:
         self.computed = np.zeros(cfg.n_layers, np.int64)
         self.threads = numba_threads()
 
+    def covers(self, model: Transformer) -> bool:
+        """Whether the model still runs what was fused: the same FFN modules (not swapped for
+        evaluation), no hooks in its blocks (the profiler's), no recall being measured."""
+        return (
+            all(b.ffn is f for b, f in zip(model.layers, self.ffns, strict=True))
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in self.block_modules)
+            and not any(getattr(f, "measure_recall", False) for f in self.ffns)
+        )
+
     def __call__(self, x: Tensor, start: int, cache: KVCache) -> Tensor:
         """x: the token's embedding [1, 1, d_model] fp32 -> the last block's output."""
-        from thermocline.runtime.kernels.cpu_decode import decode_blocks_kernel
-
+        k, v = cache.k, cache.v
         # The kernel writes the cache through raw addresses: check what it assumes.
         if not (
-            cache.k.dtype is cache.v.dtype is torch.float32
-            and cache.k.is_contiguous() and cache.v.is_contiguous()
-            and cache.k.shape[:3] + cache.k.shape[4:] == self.cache_shape
-            and 0 <= start < cache.max_len and x.numel() == self.d_model
+            k.dtype is v.dtype is torch.float32 and k.is_cpu and v.is_cpu
+            and k.is_contiguous() and v.is_contiguous() and k.shape == v.shape
+            and k.shape[:3] + k.shape[4:] == self.cache_shape
+            and 0 <= start < k.shape[3] and x.numel() == self.d_model
         ):  # fmt: skip
             raise ValueError("the fused decode step takes one token and a batch-1 fp32 cache")
-        self.knobs[:, self.cut_column] = [b.ffn.threshold for b in self.blocks]
+        self.knobs[:, self.cut] = [self.as_compared(f.threshold) for f in self.ffns]
         x = x.reshape(-1).float().clone()
-        decode_blocks_kernel(
+        self.kernel(
             x.numpy(), start, self.dims, self.tensors, self.knobs, self.wdtype, self.fdtype,
-            self.sparse, self.eps, self.cos[start], self.sin[start], cache.k.data_ptr(),
-            cache.v.data_ptr(), cache.max_len, self.computed, self.threads,
+            self.sparse, self.eps, self.cos[start], self.sin[start], k.data_ptr(), v.data_ptr(),
+            k.shape[3], self.computed, self.threads,
         )  # fmt: skip
         if self.sparse:
-            for block, computed in zip(self.blocks, self.computed.tolist(), strict=True):
-                stats = block.ffn.stats
+            for ffn, computed in zip(self.ffns, self.computed.tolist(), strict=True):
+                stats = ffn.stats
                 stats.tokens, stats.neurons = stats.tokens + 1, stats.neurons + self.d_ff
                 stats.computed += computed
         return x.view(1, 1, -1)

@@ -19,7 +19,9 @@ from thermocline.converter.reader import NeuronBlock
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import ffn_activation
 
-Predictor = Callable[[Tensor], Tensor]  # tokens [N, d_model] -> active mask [N, d_ff], stored order
+MaskPredictor = Callable[
+    [Tensor], Tensor
+]  # tokens [N, d_model] -> active mask [N, d_ff], stored order
 NeuronExecutor = Callable[[Tensor, Tensor], Tensor]  # (x [d], active ids) -> y [d] fp32
 
 
@@ -49,7 +51,7 @@ class SparseFeedForward(nn.Module):
         hot: NeuronBlock,
         cold: NeuronBlock,
         threshold: float,
-        predictor: Predictor | None,
+        predictor: MaskPredictor | None,
         predictor_bytes: int,
         hot_executor: NeuronExecutor | None,
         cold_executor: NeuronExecutor | None,

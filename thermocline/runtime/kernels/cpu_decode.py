@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from thermocline.runtime.kernels.cpu_gemv import gemv_rows, row_blocks
+from thermocline.runtime.kernels.cpu_gemv import gemv, gemv_chunks, gemv_rows, row_blocks
 from thermocline.runtime.kernels.cpu_sparse import DRELU, FASTMATH, _activate, _neurons, _pointer
 
 # Columns of the per-layer address table. Every layer: attention weights (wdtype), norm
@@ -31,12 +31,14 @@ from thermocline.runtime.kernels.cpu_sparse import DRELU, FASTMATH, _activate, _
 # hot count, and the predictor's w1 [rank, d_model] and w2 [d_ff, rank] (fp32; 0: none).
 WQKV, WO, ATTN_NORM, FFN_NORM, QKV_BIAS, O_BIAS, UP_BIAS, DOWN_BIAS = range(8)
 GATE, UP, DOWN = range(8, 11)
-HOT_GATE, COLD_GATE, N_HOT, W1, W2, RANK = 8, 11, 14, 15, 16, 17  # gate, up, down_t from each
-COLUMNS = 18
+HOT_GATE, COLD_GATE = GATE, GATE + 3  # then up and down_t of the same block
+N_HOT, W1, W2, RANK = range(COLD_GATE + 3, COLD_GATE + 7)
+COLUMNS = RANK + 1
 # Columns of the per-layer float table: the FFN activation's code (ACTIVATIONS), the
 # magnitude threshold below which h is zeroed, fatrelu's threshold, and the predictor's
 # logit threshold and nonlinearity code.
 ACT, CUT, TAU, LOGIT_CUT, PREDICTOR_ACT = range(5)
+KNOBS = 5
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
@@ -71,12 +73,9 @@ def _matrix(address, dtype, rows, cols):
     return numba.carray(_pointer(address, dtype), (rows, cols))
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
+@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
 def _gemv(w, x, y, threads):
-    """y = w @ x, rows split between threads."""
-    per = row_blocks(w.shape[0], threads)
-    for c in prange(threads):
-        gemv_rows(w, x, y, c * per, min(w.shape[0], (c + 1) * per))
+    gemv(w, x, y, gemv_chunks(w.nbytes, threads))
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
@@ -196,7 +195,7 @@ def decode_blocks_kernel(
     """x [d_model] fp32, the residual stream of the token at `pos`, updated in place.
 
     dims: (layers, heads, kv_heads, head_dim, d_ff). tensors: int64 [layers, COLUMNS]
-    addresses; knobs: fp32 [layers, 5] (the column constants above). wdtype, fdtype: empty
+    addresses; knobs: float64 [layers, KNOBS] (the column constants above). wdtype, fdtype: empty
     arrays of the attention and FFN weights' dtypes. sparse: the FFNs are neuron-sparse.
     cos, sin: fp32 [head_dim] at pos. cache_k/v: addresses of fp32
     [layers, kv_heads, cache_len, head_dim]. computed: int64 [layers], set to the neurons

@@ -54,23 +54,37 @@ def gemv_rows(w, x, y, first, last):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def gemv_chunks(nbytes, threads):
+    """Row blocks for a weight of nbytes: one per thread, fewer for small weights."""
+    return max(1, min(threads, nbytes // MIN_BYTES_PER_THREAD))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def row_blocks(n, chunks):
-    """Rows per thread: a multiple of four (gemv_rows' step), so only the last block has a tail."""
+    """Rows per block: a multiple of four (gemv_rows' step), so only the last has a tail."""
     return (n + 4 * chunks - 1) // (4 * chunks) * 4
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
-def gemv_kernel(w, x, out, chunks):
-    """out = w @ x; x, out: addresses of fp32 [d_in] and [d_out]; chunks: row blocks (threads)."""
-    n, d = w.shape
-    xs = numba.carray(_pointer(x, numba.float32), (d,))
-    ys = numba.carray(_pointer(out, numba.float32), (n,))
+def gemv(w, x, y, chunks):
+    """y = w @ x in `chunks` blocks of rows, one per thread."""
+    n = w.shape[0]
     if chunks == 1:  # skip the parallel region's launch
-        gemv_rows(w, xs, ys, 0, n)
+        gemv_rows(w, x, y, 0, n)
         return
     per = row_blocks(n, chunks)
     for c in prange(chunks):
-        gemv_rows(w, xs, ys, c * per, min(n, (c + 1) * per))
+        gemv_rows(w, x, y, c * per, min(n, (c + 1) * per))
+
+
+@njit(cache=True, nogil=True)
+def gemv_kernel(w, x, out, threads):
+    """out = w @ x; x, out: addresses of fp32 [d_in] and [d_out] (tensor.data_ptr() is much
+    cheaper than tensor.numpy())."""
+    n, d = w.shape
+    xs = numba.carray(_pointer(x, numba.float32), (d,))
+    ys = numba.carray(_pointer(out, numba.float32), (n,))
+    gemv(w, xs, ys, gemv_chunks(w.nbytes, threads))
 
 
 class CpuGemv:
@@ -79,8 +93,7 @@ class CpuGemv:
     def __init__(self, weight: Tensor):
         self.weight = weight_view(weight)
         self.d_out, self.d_in = self.weight.shape
-        threads = numba_threads()
-        self.chunks = max(1, min(threads, self.weight.nbytes // MIN_BYTES_PER_THREAD))
+        self.threads = numba_threads()
 
     def __call__(self, x: Tensor) -> Tensor:
         # The kernel reads a raw address: anything but a contiguous CPU fp32 x would be garbage.
@@ -88,5 +101,5 @@ class CpuGemv:
             raise ValueError(f"CpuGemv takes one CPU fp32 vector of {self.d_in}")
         x = x.contiguous()
         out = torch.empty(self.d_out, dtype=torch.float32)
-        gemv_kernel(self.weight, x.data_ptr(), out.data_ptr(), self.chunks)
+        gemv_kernel(self.weight, x.data_ptr(), out.data_ptr(), self.threads)
         return out
