@@ -101,10 +101,9 @@ class FusedDecode:
         from thermocline.runtime.kernels import cpu_decode as k
         from thermocline.runtime.kernels.cpu_sparse import numba_threads, weight_view
 
-        self.kernel, self.cut = k.decode_blocks_kernel, k.CUT
-
         if reason := why_not_fusable(model):
             raise ValueError(f"cannot fuse this model's decode step: {reason}")
+        self.kernel, self.cut = k.decode_blocks_kernel, k.CUT
         cfg = model.cfg
         self.ffns = [b.ffn for b in model.layers]
         self.block_modules = [m for b in model.layers for m in b.modules()]
