@@ -5,9 +5,9 @@ A batch-1 decode step of a small model on a CPU is bound by per-op overhead as m
 weight bytes: SmolLM2 in eager torch spends ~10 ms of a ~38 ms token in ~25 small ops per
 layer (norms, RoPE, cache writes, attention, residuals) around the GEMVs, and torch.compile
 on the CPU made it slower (BENCHMARKS.md, "Why a fused step"). Here one call runs all
-layers; per layer five parallel regions (q/k/v, attention, output, gate/up, down; sparse:
-predictor, predictor, neurons) at 2-3 microseconds each to start, the rest serial on
-vectors of d_model.
+layers; per layer five parallel regions (q/k/v, attention, output, gate/up, down; a sparse
+FFN has the predictor's two GEMVs and the neurons instead of the last two) at 2-3
+microseconds each to start, the rest serial on vectors of d_model.
 
 Weights, norms and biases are read in place through a table of their addresses (a row per
 layer, columns below); weights in fp32, fp16 or bf16, widened to fp32 in registers;
@@ -38,7 +38,7 @@ COLUMNS = RANK + 1
 # magnitude threshold below which h is zeroed, fatrelu's threshold, and the predictor's
 # logit threshold and nonlinearity code.
 ACT, CUT, TAU, LOGIT_CUT, PREDICTOR_ACT = range(5)
-KNOBS = 5
+KNOBS = PREDICTOR_ACT + 1
 
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
