@@ -45,11 +45,16 @@ def load_model(
         return load_artifact_model(path, dtype, max_seq_len)
     checkpoint = load_checkpoint(spec)
     model = build_model(checkpoint, parse_dtype(dtype), max_seq_len)
-    if dtype != "fp32":
-        from thermocline.runtime.half_weights import use_half_weights
+    return LoadedModel(str(spec), prepare_cpu_model(model, dtype), checkpoint.tokenizer, "dense")
 
-        use_half_weights(model)
+
+def prepare_cpu_model(model: Transformer, dtype: str) -> Transformer:
+    """How a loaded model runs on the CPU: 16-bit weights with fp32 activations
+    (half_weights.py), then one fused numba call per decoded token where the model allows."""
     from thermocline.runtime.fused_decode import use_fused_decode
+    from thermocline.runtime.half_weights import use_half_weights
 
+    if dtype != "fp32":
+        use_half_weights(model)
     use_fused_decode(model)
-    return LoadedModel(str(spec), model, checkpoint.tokenizer, "dense")
+    return model

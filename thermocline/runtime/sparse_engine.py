@@ -16,9 +16,7 @@ from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import Transformer
-from thermocline.runtime.engine import LoadedModel
-from thermocline.runtime.fused_decode import use_fused_decode
-from thermocline.runtime.half_weights import use_half_weights
+from thermocline.runtime.engine import LoadedModel, prepare_cpu_model
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 # Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
@@ -119,10 +117,9 @@ def load_artifact_model(
     # fp32 copies of the non-FFN weights, or the stored 16-bit ones straight from the map.
     dense = {k: v.float() if dtype == "fp32" else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None
-    model = sparse_transformer(cfg, dense, artifact.layers, use_predictors)
-    if dtype != "fp32":
-        use_half_weights(model)
-    use_fused_decode(model)  # CPU-only: one numba call a token
+    model = prepare_cpu_model(
+        sparse_transformer(cfg, dense, artifact.layers, use_predictors), dtype
+    )
     return LoadedModel(
         str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense"
     )

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from thermocline.runtime.kernels.cpu_gemv import gemv, gemv_chunks, gemv_rows, row_blocks
+from thermocline.runtime.kernels.cpu_gemv import gemv, gemv_rows, row_blocks
 from thermocline.runtime.kernels.cpu_sparse import DRELU, FASTMATH, _activate, _neurons, _pointer
 
 # Columns of the per-layer address table. Every layer: attention weights (wdtype), norm
@@ -73,11 +73,6 @@ def _matrix(address, dtype, rows, cols):
     return numba.carray(_pointer(address, dtype), (rows, cols))
 
 
-@njit(fastmath=FASTMATH, cache=True, nogil=True, inline="always")
-def _gemv(w, x, y, threads):
-    gemv(w, x, y, gemv_chunks(w.nbytes, threads))
-
-
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
 def _attention(x, pos, at, wdtype, heads, head_dim, eps, cos, sin, keys, values, threads):
     """x += attention(norm(x)) for one layer; keys/values: its cache [kv_heads, len, head_dim]."""
@@ -86,7 +81,7 @@ def _attention(x, pos, at, wdtype, heads, head_dim, eps, cos, sin, keys, values,
     n_qkv = q_size + 2 * kv_size
     h, qkv, att = np.empty(d, np.float32), np.empty(n_qkv, np.float32), np.empty(q_size, np.float32)
     _rms_norm(x, numba.carray(_pointer(at[ATTN_NORM], numba.float32), (d,)), eps, h)
-    _gemv(_matrix(at[WQKV], wdtype.dtype, n_qkv, d), h, qkv, threads)
+    gemv(_matrix(at[WQKV], wdtype.dtype, n_qkv, d), h, qkv, threads)
     _add_bias(qkv, at[QKV_BIAS], 0)
     for head in range(heads + kv_heads):  # q and k heads are adjacent: one pass
         _rope(qkv[head * head_dim : (head + 1) * head_dim], cos, sin)
@@ -117,7 +112,7 @@ def _attention(x, pos, at, wdtype, heads, head_dim, eps, cos, sin, keys, values,
             for i in range(head_dim):
                 y[i] += p * v[t, i]
     out = np.empty(d, np.float32)
-    _gemv(_matrix(at[WO], wdtype.dtype, d, q_size), att, out, threads)
+    gemv(_matrix(at[WO], wdtype.dtype, d, q_size), att, out, threads)
     _add_bias(out, at[O_BIAS], 0)
     x += out
 
@@ -140,7 +135,7 @@ def _dense_ffn(h, out, at, fdtype, d_ff, knobs, threads):
             z = up[j]
             a = _activate(act, float(gate[j]), tau) * (max(z, 0.0) if act == DRELU else z)
             gate[j] = a if abs(a) > cut else 0.0  # cut = 0 keeps the model exact
-    _gemv(_matrix(at[DOWN], fdtype.dtype, d, d_ff), gate, out, threads)
+    gemv(_matrix(at[DOWN], fdtype.dtype, d, d_ff), gate, out, threads)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
@@ -153,10 +148,10 @@ def _sparse_ffn(h, out, at, fdtype, d_ff, knobs, threads):
     if at[W1] != 0:
         rank = at[RANK]
         hidden, logits = np.empty(rank, np.float32), np.empty(d_ff, np.float32)
-        _gemv(_matrix(at[W1], numba.float32, rank, d), h, hidden, threads)
+        gemv(_matrix(at[W1], numba.float32, rank, d), h, hidden, threads)
         for r in range(rank):
             hidden[r] = _activate(int(knobs[PREDICTOR_ACT]), float(hidden[r]), 0.0)
-        _gemv(_matrix(at[W2], numba.float32, d_ff, rank), hidden, logits, threads)
+        gemv(_matrix(at[W2], numba.float32, d_ff, rank), hidden, logits, threads)
         for j in range(d_ff):
             if logits[j] > knobs[LOGIT_CUT]:
                 ids[n_act] = j

@@ -54,21 +54,16 @@ def gemv_rows(w, x, y, first, last):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def gemv_chunks(nbytes, threads):
-    """Row blocks for a weight of nbytes: one per thread, fewer for small weights."""
-    return max(1, min(threads, nbytes // MIN_BYTES_PER_THREAD))
-
-
-@njit(cache=True, nogil=True, inline="always")
 def row_blocks(n, chunks):
     """Rows per block: a multiple of four (gemv_rows' step), so only the last has a tail."""
     return (n + 4 * chunks - 1) // (4 * chunks) * 4
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
-def gemv(w, x, y, chunks):
-    """y = w @ x in `chunks` blocks of rows, one per thread."""
+def gemv(w, x, y, threads):
+    """y = w @ x in blocks of rows, one per thread; fewer for small weights."""
     n = w.shape[0]
+    chunks = max(1, min(threads, w.nbytes // MIN_BYTES_PER_THREAD))
     if chunks == 1:  # skip the parallel region's launch
         gemv_rows(w, x, y, 0, n)
         return
@@ -84,7 +79,7 @@ def gemv_kernel(w, x, out, threads):
     n, d = w.shape
     xs = numba.carray(_pointer(x, numba.float32), (d,))
     ys = numba.carray(_pointer(out, numba.float32), (n,))
-    gemv(w, xs, ys, gemv_chunks(w.nbytes, threads))
+    gemv(w, xs, ys, threads)
 
 
 class CpuGemv:
