@@ -57,7 +57,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $dest/NA
 }
 
 step gpu_tests 150 "$py" -m pytest -q -p no:cacheprovider \
-    tests/runtime/kernels/test_triton_sparse.py tests/runtime/test_hybrid_bench.py
+    tests/runtime/kernels/test_triton_sparse.py tests/runtime/test_hybrid_bench.py \
+    tests/runtime/test_placed.py
 step triton_bandwidth 90 "$py" benchmarks/triton_bandwidth.py
 step hybrid_7b 240 "$py" benchmarks/hybrid_7b.py --json "$dest/hybrid_7b.json"
 

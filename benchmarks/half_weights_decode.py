@@ -19,14 +19,14 @@ import time
 import torch
 
 from thermocline.models import build_model, load_checkpoint
-from thermocline.models.transformer import KVCache, Transformer
+from thermocline.models.transformer import Transformer
 from thermocline.runtime.generate import decode_one, prefill
 from thermocline.runtime.half_weights import HalfLinear, use_half_weights
 from thermocline.runtime.kernels import cpu_gemv
 
 
 def decode_rate(model: Transformer, tokens: int) -> float:
-    cache = KVCache(model.cfg, 1, 16 + tokens, model.activation_dtype)
+    cache = model.new_cache(1, 16 + tokens)
     prefill(model, [1, 2, 3, 4, 5], cache)
     for position in range(5, 13):  # warm-up
         decode_one(model, 7, position, cache)

@@ -15,20 +15,21 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
-from thermocline.models import ModelConfig, Transformer
+from thermocline.models import KVCache, ModelConfig, Transformer
+from thermocline.models.transformer import Place
 from thermocline.runtime.bench import (
     decode_bytes_per_token,
     realized_sparsity,
     reset_stats,
     sparse_ffns,
 )
+from thermocline.runtime.placed import GpuResidents, place_residents, route
 from thermocline.runtime.sparse_engine import DENSE_MIN_TOKENS, sparse_transformer
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
@@ -161,69 +162,28 @@ class StandInPredictor:
 # Engines built from thermocline's Transformer with blocks on different devices
 
 
-class Place(NamedTuple):
-    device: torch.device
-    dtype: torch.dtype
-
-
-class LayerKV:
-    """KVCache.update() with each layer's keys and values on that layer's device and dtype."""
-
-    def __init__(self, cfg: ModelConfig, max_len: int, places: list[Place]):
-        shape = (1, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=p.device, dtype=p.dtype) for p in places]
-        self.v = [torch.zeros(shape, device=p.device, dtype=p.dtype) for p in places]
-
-    def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        end = start + k.shape[2]
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-
-class HostFFN(nn.Module):
-    """SparseFeedForward takes its input on the CPU (its cold executor and predictor masks are
-    there); with attention on the GPU, move x to the CPU and the FFN output back."""
-
-    def __init__(self, ffn: SparseFeedForward):
-        super().__init__()
-        self.ffn = ffn
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.ffn(x.cpu()).to(x.device)
-
-
 @dataclass
 class SplitEngine:
-    """Embedding lookups on the CPU, each block on its place, the head on its place."""
+    """Embedding lookups on the CPU, each block and the head where the net's hooks run them
+    (thermocline.runtime.placed.route), each layer's KV cache with its block."""
 
     name: str
     net: Transformer
-    places: list[Place]
-    head: Place
     gpu_bytes: int  # weight bytes on the GPU side (by the plan: also right in smoke mode)
     notes: str
-    cache: LayerKV | None = None
+    cache: KVCache | None = None
 
     @property
     def sparse_ffns(self) -> list[SparseFeedForward]:
         return sparse_ffns(self.net)
 
     def start(self, max_len: int) -> None:
-        self.cache = LayerKV(self.net.cfg, max_len, self.places)
+        self.cache = self.net.new_cache(1, max_len)
 
     @torch.inference_mode()
     def __call__(self, tokens: Tensor, start: int) -> Tensor:
         """Logits [seq, vocab] of tokens [1, seq] at positions start.."""
-        net, seq = self.net, tokens.shape[1]
-        x, ropes = net.embed(tokens), {}
-        for block, place in zip(net.layers, self.places, strict=True):
-            if place not in ropes:  # from the fp32 tables, not through a 16-bit hidden state
-                ropes[place] = tuple(
-                    t[start : start + seq].to(*place) for t in (net.rope_cos, net.rope_sin)
-                )
-            x = block(x.to(*place), start, ropes[place], self.cache)
-        return net.head(x.to(*self.head))[0]
+        return self.net(tokens, start, self.cache)[0]
 
     def weight_bytes_per_token(self) -> float:
         return decode_bytes_per_token(self.net)
@@ -249,9 +209,10 @@ def _assemble(net: Transformer, state: dict[str, Tensor]) -> Transformer:
 def build_hybrid(
     model: RandomModel, budget: int, device: torch.device, law: ActivationLaw, seed: int = 0
 ) -> SplitEngine:
+    """The artifact engine's layout: every dense tensor but the embedding on the GPU (as the
+    placement puts them when the budget holds them: runtime/placed.py), then hot neurons."""
     cfg, dtype = model.cfg, model.dense["embed.weight"].dtype
-    gpu_dense = {k: v.to(device) for k, v in model.dense.items() if k != "embed.weight"}
-    resident = nbytes(gpu_dense.values())
+    resident = nbytes(v for k, v in model.dense.items() if k != "embed.weight")
     if resident > budget:
         raise ThermoclineError(
             f"the budget ({size(budget)}) does not hold attention, norms and lm_head "
@@ -265,25 +226,16 @@ def build_hybrid(
         )
         for b in model.ffn
     ]
-    dense = {**gpu_dense, "embed.weight": model.dense["embed.weight"]}
-    net = sparse_transformer(cfg, dense, layers, use_predictors=False, hot_device=device)
+    net = sparse_transformer(cfg, model.dense, layers, use_predictors=False, hot_device=device)
+    place_residents(net, GpuResidents(cfg.n_layers, lm_head=True), Place(device, dtype))
     gen = torch.Generator().manual_seed(seed + 1)
     for block in net.layers:
         block.ffn.predictor = StandInPredictor(law, 64, gen)
-        block.ffn = HostFFN(block.ffn)
-    gpu = Place(device, dtype)
     notes = (
         f"{n_hot} hot neurons/layer ({n_hot / cfg.d_ff:.1%}), serving "
         f"{law.share(neurons=n_hot):.0%} of the active ones"
     )
-    return SplitEngine(
-        "hybrid",
-        net,
-        [gpu] * cfg.n_layers,
-        gpu,
-        resident + n_hot * per_neuron * cfg.n_layers,
-        notes,
-    )
+    return SplitEngine("hybrid", net, resident + n_hot * per_neuron * cfg.n_layers, notes)
 
 
 def build_layerwise(
@@ -332,9 +284,8 @@ def build_layerwise(
     notes += "GPU" if head_on_gpu else "CPU"
     if cpu_mode == "torch":
         notes += "; CPU layers: plain torch blocks"
-    return SplitEngine(
-        "layer-wise", _assemble(net, state), places, head, used + head_on_gpu * head_bytes, notes
-    )
+    net = route(_assemble(net, state), places, head)
+    return SplitEngine("layer-wise", net, used + head_on_gpu * head_bytes, notes)
 
 
 def dense_reference(model: RandomModel) -> Transformer:

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from thermocline.converter import LayerFFN, NeuronBlock
+from thermocline.converter.reader import Predictor
 
 VOCAB = 260  # 256 byte tokens + specials
 BOS, EOS = 256, 257
@@ -157,8 +158,11 @@ def tiny_opt(path: Path, post_norm: bool = False, seed: int = 0):
     return path, model
 
 
-def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) -> list[LayerFFN]:
-    """A dense model's FFNs in the artifact's layout: a random hot/cold split, no predictors."""
+def split_layers(
+    model, hot_fraction: float, threshold: float, seed: int = 0, predictor_rank: int = 0
+) -> list[LayerFFN]:
+    """A dense model's FFNs in the artifact's layout: a random hot/cold split; with
+    predictor_rank, random predictors of that rank (about half of the neurons predicted active)."""
     gen = torch.Generator().manual_seed(seed)
     layers = []
     for block in model.layers:
@@ -175,7 +179,14 @@ def split_layers(model, hot_fraction: float, threshold: float, seed: int = 0) ->
             )
 
         down_bias = None if ffn.down.bias is None else ffn.down.bias
+        predictor = None
+        if predictor_rank:
+            w1 = torch.randn(predictor_rank, model.cfg.d_model, generator=gen)
+            w2 = torch.randn(model.cfg.d_ff, predictor_rank, generator=gen)
+            predictor = Predictor(w1, w2, 0.0, "relu")
         layers.append(
-            LayerFFN(perm, neurons(perm[:n_hot]), neurons(perm[n_hot:]), down_bias, threshold, None)
+            LayerFFN(
+                perm, neurons(perm[:n_hot]), neurons(perm[n_hot:]), down_bias, threshold, predictor
+            )
         )
     return layers

@@ -32,6 +32,7 @@ def write_placement(
     hot: list[np.ndarray],
     digest: str | None = None,
     dtype: str = "fp32",
+    residents: list[Resident] | None = None,
 ) -> Path:
     cfg = checkpoint.config
     placement = Placement(
@@ -51,7 +52,7 @@ def write_placement(
             pcie_h2d_gbps=25.0,
             pcie_d2h_gbps=25.0,
         ),
-        residents=[Resident("norms", 1024, on_gpu=True), Resident("lm_head", 4096)],
+        residents=residents or [Resident("norms", 1024, on_gpu=True), Resident("lm_head", 4096)],
         hot_neurons=[np.asarray(ids, dtype=np.int64) for ids in hot],
         expected_active=[10.0] * cfg.n_layers,
         gpu_share=[0.5] * cfg.n_layers,

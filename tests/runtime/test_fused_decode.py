@@ -6,13 +6,13 @@ import pytest
 import torch
 from tiny_models import split_layers, tiny_llama, tiny_opt
 
-from thermocline.converter.reader import Predictor
 from thermocline.models import build_model, load_checkpoint
 from thermocline.models.config import ModelConfig
-from thermocline.models.transformer import KVCache, Transformer
+from thermocline.models.transformer import KVCache, Place, Transformer
 from thermocline.runtime.bench import reset_stats
 from thermocline.runtime.engine import load_model
 from thermocline.runtime.fused_decode import FusedDecode, use_fused_decode, why_not_fusable
+from thermocline.runtime.placed import CPU
 from thermocline.runtime.sparse_engine import sparse_transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,14 +75,7 @@ def test_output_and_mlp_biases():
 def artifact_engine(path, hot_fraction: float, threshold: float, with_predictors: bool):
     """The artifact engine's model over a tiny model's weights, CPU only; predictors random."""
     dense = build_model(load_checkpoint(path))
-    layers = split_layers(dense, hot_fraction, threshold)
-    gen = torch.Generator().manual_seed(4)
-    for layer in layers:
-        if with_predictors:  # about half of the neurons predicted active
-            w1 = torch.randn(8, dense.cfg.d_model, generator=gen)
-            layer.predictor = Predictor(
-                w1, torch.randn(dense.cfg.d_ff, 8, generator=gen), 0.0, "relu"
-            )
+    layers = split_layers(dense, hot_fraction, threshold, predictor_rank=8 * with_predictors)
     tensors = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
     model = sparse_transformer(dense.cfg, tensors, layers, with_predictors, hot_device="cpu")
     assert use_fused_decode(model)
@@ -126,8 +119,9 @@ def test_refuses_what_it_cannot_run(tmp_path):
         (KVCache(cfg, 1, 4, torch.float32), 4),  # past the cache's end
         (KVCache(cfg, 2, 4, torch.float32), 0),  # batch 2
         (KVCache(cfg, 1, 4, torch.float16), 0),
+        (KVCache(cfg, 1, 4, places=[CPU, Place(CPU.device, torch.float64)]), 0),  # layers apart
     ]:
-        with pytest.raises(ValueError, match="one token and a batch-1 fp32 cache"):
+        with pytest.raises(ValueError, match="one token and a batch-1 fp32 CPU cache"):
             step(x, start, cache)
     opt = load_model(tiny_opt(tmp_path / "opt")[0]).model
     assert opt.fused_decode is None and "opt" in why_not_fusable(opt)

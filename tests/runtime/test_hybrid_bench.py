@@ -137,7 +137,7 @@ def test_fp16_engines_track_dense():
     for f in hybrid.sparse_ffns:
         f.predictor = f.true_mask
     layerwise = build_layerwise(model, int(0.4 * model.nbytes), torch.device("cpu"))
-    assert layerwise.places[-1].dtype == torch.float32
+    assert layerwise.net.layers[-1].attn_norm.weight.dtype == torch.float32
     for engine in (hybrid, layerwise):
         torch.testing.assert_close(logits(engine, tokens), expected, atol=2e-2, rtol=1e-2)
 

@@ -8,7 +8,7 @@ neuron-sparse one in, and so the profiler can hook the activation fed to the dow
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -65,20 +65,46 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
 
-class KVCache:
-    """Preallocated keys and values of every layer: [layers, batch, kv_heads, max_len, head_dim]."""
+class Place(NamedTuple):
+    """Where part of a model runs: the device, and the dtype of its activations there."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, dtype: torch.dtype):
-        shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype)
-        self.v = torch.zeros(shape, dtype=dtype)
+    device: torch.device
+    dtype: torch.dtype
+
+
+class KVCache:
+    """Preallocated keys and values, each layer's [batch, kv_heads, max_len, head_dim] in the
+    place its attention runs (default: every layer on the CPU in `dtype`). The layers of one
+    place share one [layers, ...] block; with a single place that block is `k` / `v` (the fused
+    CPU step writes it by address), else those are None."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch: int,
+        max_len: int,
+        dtype: torch.dtype = torch.float32,
+        places: list[Place] | None = None,
+    ):
+        places = places or [Place(torch.device("cpu"), dtype)] * cfg.n_layers
+        shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.keys: list[Tensor] = [torch.empty(0)] * cfg.n_layers
+        self.values: list[Tensor] = [torch.empty(0)] * cfg.n_layers
+        for place in dict.fromkeys(places):
+            layers = [i for i, p in enumerate(places) if p == place]
+            k, v = (torch.zeros(len(layers), *shape, device=place.device, dtype=place.dtype)
+                    for _ in "kv")  # fmt: skip
+            for j, i in enumerate(layers):
+                self.keys[i], self.values[i] = k[j], v[j]
+        self.k, self.v = (k, v) if len(set(places)) == 1 else (None, None)
         self.max_len = max_len
 
     def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         end = start + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -221,16 +247,16 @@ class Transformer(nn.Module):
                 x = block(x, start, rope, cache)
         return self.head(x)
 
-    @property
-    def activation_dtype(self) -> torch.dtype:
-        """The dtype of hidden states and of the KV cache: the norms' (fp32 where 16-bit weights
-        run on the CPU, see runtime/half_weights.py)."""
-        return self.layers[0].attn_norm.weight.dtype
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """A KV cache with each layer's part where that layer runs, in its activation dtype:
+        its norms' (fp32 where 16-bit weights run on the CPU, see runtime/half_weights.py)."""
+        norms = [b.attn_norm.weight for b in self.layers]
+        return KVCache(self.cfg, batch, max_len, places=[Place(w.device, w.dtype) for w in norms])
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a batch-1 decode step reads: all but the rows of lookup tables."""
         total = sum(p.numel() * p.element_size() for p in self.parameters())
-        lookups = [self.embed.weight] if not self.cfg.tie_embeddings else []
+        lookups = [self.embed.weight] if self.lm_head.weight is not self.embed.weight else []
         if self.cfg.arch == "opt":
             lookups.append(self.pos_embed.weight)
         return total - sum((w.shape[0] - 1) * w[0].numel() * w.element_size() for w in lookups)

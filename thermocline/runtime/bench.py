@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from thermocline.models.transformer import KVCache, Transformer
+from thermocline.models.transformer import Transformer
 from thermocline.runtime.generate import decode_one, prefill
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
@@ -61,8 +61,7 @@ def time_decode(
 ) -> tuple[float, float, list[int]]:
     """(decode tokens/s, prefill tokens/s, tokens decoded): greedy batch-1 decode after `prompt`,
     EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing)."""
-    dtype = model.activation_dtype
-    cache = KVCache(model.cfg, 1, len(prompt) + new_tokens + warmup, dtype)
+    cache = model.new_cache(1, len(prompt) + new_tokens + warmup)
     logits = prefill(model, prompt, cache)
     position, tokens = len(prompt), list(prompt)
     for _ in range(warmup):
@@ -77,7 +76,7 @@ def time_decode(
         position += 1
     decode = new_tokens / (time.perf_counter() - start)
     long_prompt = (tokens * (prefill_tokens // len(tokens) + 1))[:prefill_tokens]
-    long_cache = KVCache(model.cfg, 1, prefill_tokens, dtype)
+    long_cache = model.new_cache(1, prefill_tokens)
     prefill(model, long_prompt, long_cache)  # warm-up at this shape
     start = time.perf_counter()
     prefill(model, long_prompt, long_cache)

@@ -167,12 +167,13 @@ class FusedDecode:
         k, v = cache.k, cache.v
         # The kernel writes the cache through raw addresses: check what it assumes.
         if not (
-            k.dtype is v.dtype is torch.float32 and k.is_cpu and v.is_cpu
+            k is not None and v is not None
+            and k.dtype is v.dtype is torch.float32 and k.is_cpu and v.is_cpu
             and k.is_contiguous() and v.is_contiguous() and k.shape == v.shape
             and k.shape[:3] + k.shape[4:] == self.cache_shape
             and 0 <= start < k.shape[3] and x.numel() == self.d_model
         ):  # fmt: skip
-            raise ValueError("the fused decode step takes one token and a batch-1 fp32 cache")
+            raise ValueError("the fused decode step takes one token and a batch-1 fp32 CPU cache")
         self.knobs[:, self.cut] = [self.as_compared(f.threshold) for f in self.ffns]
         x = x.reshape(-1).float().clone()
         self.kernel(

@@ -117,7 +117,7 @@ def generate_tokens(
         )
     if params.max_new_tokens == 0:
         return
-    cache = cache or KVCache(model.cfg, 1, total, model.activation_dtype)
+    cache = cache or model.new_cache(1, total)
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
     logits = prefill(model, prompt, cache)
     position = len(prompt)

@@ -10,11 +10,14 @@ goes through the numba GEMV, which widens weights to fp32 in registers; several 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thermocline.models.transformer import Transformer
 from thermocline.runtime.kernels.cpu_gemv import CpuGemv
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class HalfLinear(nn.Module):
@@ -46,9 +49,13 @@ class HalfEmbedding(nn.Module):
 
 
 def use_half_weights(model: Transformer) -> Transformer:
-    """In place, on a loaded CPU model whose weights are fp16 or bf16 (call after loading)."""
+    """In place, on the CPU part of a loaded model whose weights are fp16 or bf16 (call after
+    loading; parts placed elsewhere, such as on a GPU, are left as they are)."""
     for module in list(model.modules()):
         for name, child in module.named_children():
+            weight = getattr(child, "weight", None)
+            if weight is None or not weight.is_cpu or weight.dtype not in HALF_DTYPES:
+                continue
             if isinstance(child, nn.Linear):
                 setattr(module, name, HalfLinear(child))
             elif isinstance(child, nn.Embedding):

@@ -1,8 +1,9 @@
 """Build a runnable model from a .thermo artifact: sparse (predictors) or its dense mode.
 
-Hot neurons go to the GPU when there is one (Triton kernels), cold neurons stay in the
-memory-mapped file and run on the CPU (numba kernel). Without CUDA the hot block runs on the
-CPU too, so the same artifact runs anywhere.
+Hot neurons go to the GPU when there is one (Triton kernels), with the dense tensors the
+placement put there (placed.py); cold neurons stay in the memory-mapped file and run on the CPU
+(numba kernel). Without CUDA the hot block runs on the CPU too, so the same artifact runs
+anywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch
 from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
-from thermocline.models.transformer import Transformer
-from thermocline.runtime.engine import LoadedModel, prepare_cpu_model
+from thermocline.models.transformer import Place, Transformer
+from thermocline.runtime.engine import LoadedModel, parse_dtype, prepare_cpu_model
+from thermocline.runtime.placed import GpuResidents, place_residents
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
 # Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
@@ -101,9 +103,17 @@ def sparse_transformer(
 
 
 def load_artifact_model(
-    path: Path, dtype: str = "fp32", max_seq_len: int | None = None, dense_mode: bool = False
+    path: Path,
+    dtype: str = "fp32",
+    max_seq_len: int | None = None,
+    dense_mode: bool = False,
+    gpu: Place | None = None,
 ) -> LoadedModel:
-    """The artifact's engine; dense_mode computes every neuron (no predictors)."""
+    """The artifact's engine; dense_mode computes every neuron (no predictors).
+
+    `gpu` is where the hot neurons and the placement's GPU residents run (placed.py): by
+    default the CUDA GPU when there is one, in the weights' dtype; without one, the CPU runs all.
+    """
     from thermocline.converter import read_artifact
 
     artifact = read_artifact(path)
@@ -114,12 +124,18 @@ def load_artifact_model(
     cfg = artifact.config
     if max_seq_len is not None:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "max_seq_len": max_seq_len})
+    if gpu is None and torch.cuda.is_available():
+        gpu = Place(torch.device("cuda"), parse_dtype(dtype))
     # fp32 copies of the non-FFN weights, or the stored 16-bit ones straight from the map.
     dense = {k: v.float() if dtype == "fp32" else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None
-    model = prepare_cpu_model(
-        sparse_transformer(cfg, dense, artifact.layers, use_predictors), dtype
+    model = sparse_transformer(
+        cfg, dense, artifact.layers, use_predictors, gpu.device if gpu else "cpu"
     )
+    if gpu is not None and artifact.placement is not None:
+        residents = GpuResidents.parse(artifact.placement["gpu_residents"], cfg.n_layers)
+        place_residents(model, residents, gpu)
     return LoadedModel(
-        str(path), model, artifact.tokenizer, "sparse" if use_predictors else "dense"
-    )
+        str(path), prepare_cpu_model(model, dtype), artifact.tokenizer,
+        "sparse" if use_predictors else "dense",
+    )  # fmt: skip

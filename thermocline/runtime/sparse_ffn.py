@@ -93,7 +93,7 @@ class SparseFeedForward(nn.Module):
             )
         if self.down_bias is not None:
             y = y + self.down_bias
-        return y.to(x.dtype).view(x.shape)
+        return y.to(x.device, x.dtype).view(x.shape)  # from the CPU, where the parts meet
 
     def bytes_per_token(self) -> float:
         """Weight bytes read per token so far: the computed neurons' rows and the predictor."""
@@ -108,21 +108,24 @@ class SparseFeedForward(nn.Module):
         return computed * per_neuron + predictor
 
     def _sparse_token(self, x: Tensor, mask: Tensor) -> Tensor:
-        """One token: launch the hot neurons (asynchronous on a GPU), compute the cold ones on
-        the CPU meanwhile, then add the two partial outputs."""
+        """One token (x and mask where the block runs): launch the hot neurons (asynchronous on
+        a GPU), compute the cold ones on the CPU meanwhile, then add the two partial outputs."""
         n_hot = self.hot.n
         active = mask.nonzero().squeeze(1)
         split = int(torch.searchsorted(active, n_hot))  # active ids are sorted: hot ids come first
         hot_ids, cold_ids = active[:split], active[split:] - n_hot
+        # The CPU's inputs before the launch: from a GPU-resident block, a copy queued after
+        # the hot kernels would wait for them, and the two halves would not overlap.
+        x_cpu, cold_ids = x.cpu(), cold_ids.cpu()
         y_hot = None
         if n_hot and len(hot_ids):
             y_hot = self.hot_executor(
                 x.to(self.hot_device, non_blocking=True), hot_ids.to(self.hot_device)
             )
         if self.cold.n and len(cold_ids):
-            y = self.cold_executor(x, cold_ids)
+            y = self.cold_executor(x_cpu, cold_ids)
         else:
-            y = torch.zeros_like(x)
+            y = torch.zeros(x.shape)
         return y if y_hot is None else y + y_hot.to("cpu")
 
     def _block_activations(self, block: NeuronBlock, tokens: Tensor) -> Tensor:

@@ -1,0 +1,138 @@
+"""The placement's GPU residents in the artifact engine: which parts run there, and the same
+logits as the CPU-only engine.
+
+Without CUDA the "GPU" is a second place on the CPU in float64: every hidden state, RoPE row,
+KV cache entry and predictor input that has to reach the GPU must change dtype on the way, so a
+missing move fails (a dtype mismatch) as it would fail on a GPU (a device mismatch). With CUDA
+the last test runs the real thing.
+"""
+
+import numpy as np
+import pytest
+import torch
+from converter.converter_helpers import write_placement, write_predictors
+from tiny_models import split_layers, tiny_llama
+
+from thermocline.converter import convert
+from thermocline.errors import ThermoclineError
+from thermocline.models import build_model, load_checkpoint
+from thermocline.models.transformer import Place
+from thermocline.placement_solver.residents import Resident
+from thermocline.runtime.half_weights import HalfLinear
+from thermocline.runtime.placed import GpuResidents, place_residents
+from thermocline.runtime.sparse_engine import load_artifact_model, sparse_transformer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SECOND_PLACE = Place(torch.device("cpu"), torch.float64)
+PROMPT, STEPS = 5, 6
+
+
+def logits(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Prefill, then one token at a time, through the model's own cache."""
+    cache = model.new_cache(1, tokens.shape[1])
+    with torch.inference_mode():
+        out = [model(tokens[:, :PROMPT], 0, cache)[0]]
+        out += [model(tokens[:, i : i + 1], i, cache)[0] for i in range(PROMPT, tokens.shape[1])]
+    return torch.cat(out)
+
+
+def test_residents_from_placement_names():
+    names = ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache"]
+    assert GpuResidents.parse(names + ["lm_head"], 3) == GpuResidents(1, True)
+    assert GpuResidents.parse(["norms", "predictors"], 3) == GpuResidents(0, False)
+    with pytest.raises(ThermoclineError, match="a prefix of the 3 layers"):
+        GpuResidents.parse(["layers.1.attention"], 3)
+
+
+@pytest.mark.parametrize("hot_fraction", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("with_predictors", [False, True], ids=["dense_mode", "predictors"])
+@pytest.mark.parametrize("residents", [GpuResidents(1, False), GpuResidents(2, True)])
+def test_placed_engine_equals_the_cpu_engine(tmp_path, hot_fraction, with_predictors, residents):
+    dense = build_model(load_checkpoint(tiny_llama(tmp_path / "m", tie_word_embeddings=True)[0]))
+    tensors = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
+    layers = split_layers(dense, hot_fraction, 0.02, predictor_rank=8 * with_predictors)
+    cpu, placed = (
+        sparse_transformer(dense.cfg, tensors, layers, with_predictors, hot_device="cpu")
+        for _ in range(2)
+    )
+    place_residents(placed, residents, SECOND_PLACE)
+    tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(5))
+    out = logits(placed, tokens)
+    assert out.dtype == torch.float32 and out.is_cpu  # logits come back for sampling
+    torch.testing.assert_close(out, logits(cpu, tokens), atol=1e-4, rtol=0)
+    # The same neurons computed: the predictor on the second place picks what it picks on the CPU.
+    assert [b.ffn.stats.computed for b in placed.layers] == [
+        b.ffn.stats.computed for b in cpu.layers
+    ]
+    for i, block in enumerate(placed.layers):
+        dtype = torch.float64 if i < residents.layers else torch.float32
+        assert block.attn.wqkv.weight.dtype == block.ffn_norm.weight.dtype == dtype
+        if with_predictors:
+            assert block.ffn.predictor.w1.dtype == dtype
+    cache = placed.new_cache(1, 4)
+    assert [k.dtype for k in cache.keys] == [
+        torch.float64 if i < residents.layers else torch.float32 for i in range(2)
+    ]
+    assert (cache.k is None) == (residents.layers == 1)  # one block per place: k is for one
+    head = torch.float64 if residents.lm_head else torch.float32
+    assert placed.lm_head.weight.dtype == placed.norm.weight.dtype == head
+    assert placed.embed.weight.dtype == torch.float32  # untied from lm_head, left on the CPU
+
+
+def fp16_artifact(tmp_path, residents: list[str]):
+    """A tiny fp16 .thermo whose placement put `residents` on the GPU (hot: the first third)."""
+    path, _ = tiny_llama(tmp_path / "m", tie_word_embeddings=True)
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint.config
+    hot = [np.arange(cfg.d_ff // 3)] * cfg.n_layers
+    placement = write_placement(
+        tmp_path / "placement.json",
+        checkpoint,
+        hot,
+        dtype="fp16",
+        residents=[Resident(name, 1024, on_gpu=True) for name in residents],
+    )
+    predictors = write_predictors(tmp_path / "predictors", checkpoint, [4] * cfg.n_layers)
+    out = tmp_path / "m.thermo"
+    convert(str(path), out, placement, predictors, dtype="fp16")
+    return out
+
+
+def test_artifact_placement_is_honoured(tmp_path):
+    path = fp16_artifact(
+        tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
+    )
+    cpu = load_artifact_model(path, "fp16").model
+    placed = load_artifact_model(path, "fp16", gpu=SECOND_PLACE).model
+    assert cpu.fused_decode is not None and placed.fused_decode is None
+    first, second = placed.layers
+    assert first.attn.wqkv.weight.dtype == torch.float64 and first.ffn.hot_device.type == "cpu"
+    assert isinstance(second.attn.wqkv, HalfLinear)  # the CPU layer: 16-bit weights, fp32 math
+    assert placed.lm_head.weight.dtype == torch.float64
+    tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))
+    # 1e-2: the CPU engine prefills through torch's 16-bit GEMM (half_weights.py), fp16 sums.
+    torch.testing.assert_close(logits(placed, tokens), logits(cpu, tokens), atol=1e-2, rtol=0)
+
+
+def test_an_artifact_without_gpu_residents_runs_all_blocks_on_the_cpu(tmp_path):
+    placed = load_artifact_model(fp16_artifact(tmp_path, []), "fp16", gpu=SECOND_PLACE).model
+    assert all(isinstance(b.attn.wqkv, HalfLinear) for b in placed.layers)
+    assert placed.new_cache(1, 4).k is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_artifact_placement_on_the_gpu(tmp_path, dtype):
+    path = fp16_artifact(
+        tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
+    )
+    cpu = load_artifact_model(path, dtype, gpu=Place(torch.device("cpu"), torch.float32)).model
+    placed = load_artifact_model(path, dtype).model
+    first, second = placed.layers
+    assert first.attn.wqkv.weight.is_cuda and first.ffn.hot.up.is_cuda
+    assert second.attn.wqkv.weight.is_cpu and placed.lm_head.weight.is_cuda
+    tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))
+    tolerance = 2e-2 if dtype == "fp16" else 1e-3
+    torch.testing.assert_close(
+        logits(placed, tokens), logits(cpu, tokens), atol=tolerance, rtol=tolerance
+    )
