@@ -126,13 +126,24 @@ def test_artifact_placement_on_the_gpu(tmp_path, dtype):
     path = fp16_artifact(
         tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
     )
-    cpu = load_artifact_model(path, dtype, gpu=Place(torch.device("cpu"), torch.float32)).model
-    placed = load_artifact_model(path, dtype).model
+    tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))
+    on_cpu = Place(torch.device("cpu"), torch.float32)
+    # Dense mode: the same neurons on both sides, so the logits compare.
+    cpu = load_artifact_model(path, dtype, dense_mode=True, gpu=on_cpu).model
+    placed = load_artifact_model(path, dtype, dense_mode=True).model
     first, second = placed.layers
     assert first.attn.wqkv.weight.is_cuda and first.ffn.hot.up.is_cuda
     assert second.attn.wqkv.weight.is_cpu and placed.lm_head.weight.is_cuda
-    tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))
     tolerance = 2e-2 if dtype == "fp16" else 1e-3
     torch.testing.assert_close(
         logits(placed, tokens), logits(cpu, tokens), atol=tolerance, rtol=tolerance
     )
+    # With predictors (on the GPU for the first layer, in fp16 there: a logit at the threshold
+    # may fall either way), about as many neurons computed as on the CPU.
+    cpu = load_artifact_model(path, dtype, gpu=on_cpu).model
+    placed = load_artifact_model(path, dtype).model
+    assert placed.layers[0].ffn.predictor.w1.is_cuda
+    assert torch.isfinite(logits(placed, tokens)).all()
+    logits(cpu, tokens)
+    for ours, theirs in zip(placed.layers, cpu.layers, strict=True):
+        assert ours.ffn.stats.computed == pytest.approx(theirs.ffn.stats.computed, rel=0.05)
