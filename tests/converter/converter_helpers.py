@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from tiny_models import tiny_llama
 
+from thermocline.converter import convert
 from thermocline.converter.format import DIGEST_KEY, encode_header, header_digest
-from thermocline.models import Checkpoint
+from thermocline.models import Checkpoint, load_checkpoint
 from thermocline.placement_solver.hardware import HardwareProfile
 from thermocline.placement_solver.placement import Placement, SolverReport, save_placement
 from thermocline.placement_solver.residents import Resident
@@ -142,4 +144,24 @@ def rewrite_header(path: Path, edit, out: Path) -> Path:
     edit(header)
     header["__metadata__"][DIGEST_KEY] = header_digest(header)
     out.write_bytes(encode_header(header) + data)
+    return out
+
+
+def tiny_artifact(tmp_path: Path, residents: list[str]) -> Path:
+    """A tiny LLaMA (tied embeddings) as an fp16 .thermo with random predictors, whose placement
+    put `residents` on the GPU and the first third of each layer's neurons in its hot block."""
+    path, _ = tiny_llama(tmp_path / "m", tie_word_embeddings=True)
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint.config
+    hot = [np.arange(cfg.d_ff // 3)] * cfg.n_layers
+    placement = write_placement(
+        tmp_path / "placement.json",
+        checkpoint,
+        hot,
+        dtype="fp16",
+        residents=[Resident(name, 1024, on_gpu=True) for name in residents],
+    )
+    predictors = write_predictors(tmp_path / "predictors", checkpoint, [4] * cfg.n_layers)
+    out = tmp_path / "m.thermo"
+    convert(str(path), out, placement, predictors, dtype="fp16")
     return out

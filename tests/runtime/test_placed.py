@@ -7,17 +7,14 @@ missing move fails (a dtype mismatch) as it would fail on a GPU (a device mismat
 the last test runs the real thing.
 """
 
-import numpy as np
 import pytest
 import torch
-from converter.converter_helpers import write_placement, write_predictors
+from converter.converter_helpers import tiny_artifact
 from tiny_models import split_layers, tiny_llama
 
-from thermocline.converter import convert
 from thermocline.errors import ThermoclineError
 from thermocline.models import build_model, load_checkpoint
 from thermocline.models.transformer import Place
-from thermocline.placement_solver.residents import Resident
 from thermocline.runtime.half_weights import HalfLinear
 from thermocline.runtime.placed import GpuResidents, place_residents
 from thermocline.runtime.sparse_engine import load_artifact_model, sparse_transformer
@@ -79,27 +76,8 @@ def test_placed_engine_equals_the_cpu_engine(tmp_path, hot_fraction, with_predic
     assert placed.embed.weight.dtype == torch.float32  # untied from lm_head, left on the CPU
 
 
-def fp16_artifact(tmp_path, residents: list[str]):
-    """A tiny fp16 .thermo whose placement put `residents` on the GPU (hot: the first third)."""
-    path, _ = tiny_llama(tmp_path / "m", tie_word_embeddings=True)
-    checkpoint = load_checkpoint(path)
-    cfg = checkpoint.config
-    hot = [np.arange(cfg.d_ff // 3)] * cfg.n_layers
-    placement = write_placement(
-        tmp_path / "placement.json",
-        checkpoint,
-        hot,
-        dtype="fp16",
-        residents=[Resident(name, 1024, on_gpu=True) for name in residents],
-    )
-    predictors = write_predictors(tmp_path / "predictors", checkpoint, [4] * cfg.n_layers)
-    out = tmp_path / "m.thermo"
-    convert(str(path), out, placement, predictors, dtype="fp16")
-    return out
-
-
 def test_artifact_placement_is_honoured(tmp_path):
-    path = fp16_artifact(
+    path = tiny_artifact(
         tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
     )
     cpu = load_artifact_model(path, "fp16").model
@@ -115,7 +93,7 @@ def test_artifact_placement_is_honoured(tmp_path):
 
 
 def test_an_artifact_without_gpu_residents_runs_all_blocks_on_the_cpu(tmp_path):
-    placed = load_artifact_model(fp16_artifact(tmp_path, []), "fp16", gpu=SECOND_PLACE).model
+    placed = load_artifact_model(tiny_artifact(tmp_path, []), "fp16", gpu=SECOND_PLACE).model
     assert all(isinstance(b.attn.wqkv, HalfLinear) for b in placed.layers)
     assert placed.new_cache(1, 4).k is not None
 
@@ -123,7 +101,7 @@ def test_an_artifact_without_gpu_residents_runs_all_blocks_on_the_cpu(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["fp16", "fp32"])
 def test_artifact_placement_on_the_gpu(tmp_path, dtype):
-    path = fp16_artifact(
+    path = tiny_artifact(
         tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
     )
     tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from thermocline.errors import ThermoclineError
 from thermocline.models.transformer import Transformer
 from thermocline.runtime.generate import decode_one, prefill
 from thermocline.runtime.sparse_ffn import SparseFeedForward
@@ -28,6 +29,7 @@ class DecodeTiming:
     prompt_tokens: int
     sparsity: float | None = None  # realized FFN sparsity during the timed decode
     recall: float | None = None  # predictor recall against the true active set
+    decode_runs: list[float] | None = None  # decode tokens/s of each round, when several
 
     @property
     def bandwidth_gb_s(self) -> float:
@@ -60,7 +62,15 @@ def time_decode(
     warmup: int = 8,
 ) -> tuple[float, float, list[int]]:
     """(decode tokens/s, prefill tokens/s, tokens decoded): greedy batch-1 decode after `prompt`,
-    EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing)."""
+    EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing),
+    fewer if the model's context is shorter."""
+    context = model.cfg.max_seq_len
+    if len(prompt) + new_tokens + warmup > context:
+        raise ThermoclineError(
+            f"prompt ({len(prompt)}) + {warmup} warm-up + {new_tokens} new tokens exceed the "
+            f"model's context of {context} tokens: lower --new-tokens"
+        )
+    prefill_tokens = min(prefill_tokens, context)
     cache = model.new_cache(1, len(prompt) + new_tokens + warmup)
     logits = prefill(model, prompt, cache)
     position, tokens = len(prompt), list(prompt)

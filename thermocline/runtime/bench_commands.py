@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -38,39 +40,66 @@ def _source_gguf(path: Path) -> Path | None:
     return None
 
 
-def run_bench(
-    spec: str, dtype: str, new_tokens: int, llamacpp: bool, prompt: str = PROMPT
-) -> list[DecodeTiming]:
-    """Rows: the sparse engine (if the model has predictors), its dense mode, llama.cpp."""
+def _engines(
+    spec: str, dtype: str, new_tokens: int, llamacpp: bool, prompt: str
+) -> list[Callable[[], DecodeTiming]]:
+    """One timer per engine: the sparse engine (if the model has predictors), its dense mode,
+    llama.cpp at F32 and F16 on the same weights."""
     from thermocline.runtime.engine import load_model
     from thermocline.runtime.sparse_engine import load_artifact_model
 
     path = resolve_model_path(spec)
     loaded = load_model(spec, dtype)
     ids = loaded.tokenizer.encode(prompt)
-    rows = [bench_model(f"thermocline {loaded.mode}", dtype, loaded.model, ids, new_tokens)]
+    models = [(f"thermocline {loaded.mode}", loaded.model)]
     if loaded.mode == "sparse":
-        dense = load_artifact_model(path, dtype, dense_mode=True)
-        rows.append(bench_model("thermocline dense", dtype, dense.model, ids, new_tokens))
+        models.append(
+            ("thermocline dense", load_artifact_model(path, dtype, dense_mode=True).model)
+        )
+    timers = [
+        functools.partial(bench_model, name, dtype, model, ids, new_tokens)
+        for name, model in models
+    ]
     gguf = _source_gguf(path) if llamacpp else None
     if gguf is not None:
         from thermocline.runtime.llamacpp import gguf_baseline, llamacpp_decode
 
-        for gguf_dtype in ("fp32", "fp16"):
+        def time_llamacpp(gguf_dtype: str) -> DecodeTiming:
             baseline = gguf_baseline(gguf, gguf_dtype)
             r = llamacpp_decode(baseline, ids, new_tokens, torch.get_num_threads())
-            bytes_per_token = baseline.stat().st_size  # every weight is read (tied head included)
-            rows.append(
-                DecodeTiming(
-                    f"llama.cpp {gguf_dtype.upper()}",
-                    gguf_dtype,
-                    r["decode_tokens_per_s"],
-                    r["prefill_tokens_per_s"],
-                    bytes_per_token,
-                    new_tokens,
-                    len(ids),
-                )
+            return DecodeTiming(
+                f"llama.cpp {gguf_dtype.upper()}",
+                gguf_dtype,
+                r["decode_tokens_per_s"],
+                r["prefill_tokens_per_s"],
+                baseline.stat().st_size,  # every weight is read (tied head included)
+                new_tokens,
+                len(ids),
             )
+
+        timers += [functools.partial(time_llamacpp, d) for d in ("fp32", "fp16")]
+    return timers
+
+
+def run_bench(
+    spec: str, dtype: str, new_tokens: int, llamacpp: bool, prompt: str = PROMPT, rounds: int = 1
+) -> list[DecodeTiming]:
+    """A row per engine (_engines). Each is timed `rounds` times, round-robin, so that drift
+    on a shared machine falls on every engine alike; a row is its median-rate round, with
+    every round's decode rate in `decode_runs`."""
+    if rounds < 1:
+        raise ThermoclineError(f"--rounds must be at least 1, got {rounds}")
+    timers = _engines(spec, dtype, new_tokens, llamacpp, prompt)
+    runs: list[list[DecodeTiming]] = [[] for _ in timers]
+    for _ in range(rounds):
+        for timer, timings in zip(timers, runs, strict=True):
+            timings.append(timer())
+    rows = []
+    for timings in runs:
+        ranked = sorted(timings, key=lambda t: t.decode_tokens_per_s)
+        row = ranked[(len(ranked) - 1) // 2]
+        row.decode_runs = [t.decode_tokens_per_s for t in timings]
+        rows.append(row)
     return rows
 
 
@@ -82,8 +111,11 @@ def format_table(rows: list[DecodeTiming]) -> str:
     for r in rows:
         sparsity = "" if r.sparsity is None else f"{r.sparsity:.1%}"
         recall = "" if r.recall is None else f"{r.recall:.3f}"
+        decode = f"{r.decode_tokens_per_s:.1f}"
+        if r.decode_runs and len(r.decode_runs) > 1:
+            decode += f" ({min(r.decode_runs):.1f}-{max(r.decode_runs):.1f})"
         lines.append(
-            f"| {r.name} | {r.dtype} | {r.decode_tokens_per_s:.1f} | {r.bandwidth_gb_s:.1f} | "
+            f"| {r.name} | {r.dtype} | {decode} | {r.bandwidth_gb_s:.1f} | "
             f"{r.prefill_tokens_per_s:.0f} | {sparsity} | {recall} |"
         )
     return "\n".join(lines)
@@ -97,13 +129,21 @@ def bench(
     llamacpp: Annotated[
         bool, typer.Option(help="Also time llama.cpp on the same weights (needs the bench extra).")
     ] = False,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Time every engine this many times, taking turns, and report the median "
+            "(with the range): steadier figures on a busy machine.",
+        ),
+    ] = 1,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
 ) -> None:
     """Batch-1 decode tokens/s, prefill tokens/s, bandwidth achieved, sparsity and recall:
     the sparse engine and the dense mode of the same engine on the same weights."""
-    rows = run_bench(pick_model(model, model_opt), dtype, new_tokens, llamacpp)
+    rows = run_bench(pick_model(model, model_opt), dtype, new_tokens, llamacpp, rounds=rounds)
     if json_out:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
