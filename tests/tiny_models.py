@@ -180,9 +180,9 @@ def split_layers(
 
         down_bias = None if ffn.down.bias is None else ffn.down.bias
         predictor = None
-        if predictor_rank:
-            w1 = torch.randn(predictor_rank, model.cfg.d_model, generator=gen)
-            w2 = torch.randn(model.cfg.d_ff, predictor_rank, generator=gen)
+        if predictor_rank:  # fp16 values in fp32 tensors, as the artifact engine holds them
+            w1 = torch.randn(predictor_rank, model.cfg.d_model, generator=gen).half().float()
+            w2 = torch.randn(model.cfg.d_ff, predictor_rank, generator=gen).half().float()
             predictor = Predictor(w1, w2, 0.0, "relu")
         layers.append(
             LayerFFN(

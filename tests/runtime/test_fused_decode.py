@@ -2,6 +2,7 @@
 transformers comparison in tests/models (16-bit weights, thresholds, biases, the artifact
 engine's sparse FFNs with and without predictors, refusals)."""
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import split_layers, tiny_llama, tiny_opt
@@ -89,6 +90,14 @@ def test_artifact_engine(tmp_path, hot_fraction, with_predictors):
     assert_fused_equals_blocks(model)
     sparsity = [b.ffn.stats.sparsity for b in model.layers]
     assert all(0.2 < s < 0.8 for s in sparsity) if with_predictors else sparsity == [0, 0]
+    assert model.fused_decode.pdtype.dtype == np.int16  # fp16 predictor weights, as stored
+
+
+def test_predictor_weights_that_fp16_cannot_hold_are_read_in_fp32(tmp_path):
+    model = artifact_engine(tiny_llama(tmp_path / "m")[0], 0.3, 0.02, with_predictors=True)
+    model.layers[1].ffn.predictor.w2[0, 0] += 1e-4  # between two fp16 values
+    assert use_fused_decode(model) and model.fused_decode.pdtype.dtype == np.float32
+    assert_fused_equals_blocks(model)
 
 
 def test_steps_aside_when_the_model_changes(tmp_path):

@@ -11,7 +11,7 @@ microseconds each to start, the rest serial on vectors of d_model.
 
 Weights, norms and biases are read in place through a table of their addresses (a row per
 layer, columns below); weights in fp32, fp16 or bf16, widened to fp32 in registers;
-everything else fp32 (predictor weights included).
+predictor weights in fp16 (as an artifact stores them) or fp32; everything else fp32.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from thermocline.runtime.kernels.cpu_sparse import DRELU, FASTMATH, _activate, _
 # Columns of the per-layer address table. Every layer: attention weights (wdtype), norm
 # weights and biases (fp32; 0: none). Dense FFN: gate, up, down [d_model, d_ff] (fdtype).
 # Sparse FFN: the hot and cold neuron blocks' gate, up, down_t [n, d_model] (fdtype), the
-# hot count, and the predictor's w1 [rank, d_model] and w2 [d_ff, rank] (fp32; 0: none).
+# hot count, and the predictor's w1 [rank, d_model] and w2 [d_ff, rank] (pdtype; 0: none).
 WQKV, WO, ATTN_NORM, FFN_NORM, QKV_BIAS, O_BIAS, UP_BIAS, DOWN_BIAS = range(8)
 GATE, UP, DOWN = range(8, 11)
 HOT_GATE, COLD_GATE = GATE, GATE + 3  # then up and down_t of the same block
@@ -139,7 +139,7 @@ def _dense_ffn(h, out, at, fdtype, d_ff, knobs, threads):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
-def _sparse_ffn(h, out, at, fdtype, d_ff, knobs, threads):
+def _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs, threads):
     """out = the FFN over the predicted-active neurons (all of them without a predictor), as
     SparseFeedForward computes one token on the CPU; returns how many were computed."""
     d, n_hot = h.size, at[N_HOT]
@@ -148,10 +148,10 @@ def _sparse_ffn(h, out, at, fdtype, d_ff, knobs, threads):
     if at[W1] != 0:
         rank = at[RANK]
         hidden, logits = np.empty(rank, np.float32), np.empty(d_ff, np.float32)
-        gemv(_matrix(at[W1], numba.float32, rank, d), h, hidden, threads)
+        gemv(_matrix(at[W1], pdtype.dtype, rank, d), h, hidden, threads)
         for r in range(rank):
             hidden[r] = _activate(int(knobs[PREDICTOR_ACT]), float(hidden[r]), 0.0)
-        gemv(_matrix(at[W2], numba.float32, d_ff, rank), hidden, logits, threads)
+        gemv(_matrix(at[W2], pdtype.dtype, d_ff, rank), hidden, logits, threads)
         for j in range(d_ff):
             if logits[j] > knobs[LOGIT_CUT]:
                 ids[n_act] = j
@@ -184,14 +184,15 @@ def _sparse_ffn(h, out, at, fdtype, d_ff, knobs, threads):
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
 def decode_blocks_kernel(
-    x, pos, dims, tensors, knobs, wdtype, fdtype, sparse, eps, cos, sin, cache_k, cache_v,
+    x, pos, dims, tensors, knobs, wdtype, fdtype, pdtype, sparse, eps, cos, sin, cache_k, cache_v,
     cache_len, computed, threads,
 ):  # fmt: skip
     """x [d_model] fp32, the residual stream of the token at `pos`, updated in place.
 
     dims: (layers, heads, kv_heads, head_dim, d_ff). tensors: int64 [layers, COLUMNS]
-    addresses; knobs: float64 [layers, KNOBS] (the column constants above). wdtype, fdtype: empty
-    arrays of the attention and FFN weights' dtypes. sparse: the FFNs are neuron-sparse.
+    addresses; knobs: float64 [layers, KNOBS] (the column constants above). wdtype, fdtype,
+    pdtype: empty arrays of the attention, FFN and predictor weights' dtypes. sparse: the FFNs
+    are neuron-sparse.
     cos, sin: fp32 [head_dim] at pos. cache_k/v: addresses of fp32
     [layers, kv_heads, cache_len, head_dim]. computed: int64 [layers], set to the neurons
     each FFN computed. threads: numba's thread count.
@@ -209,7 +210,7 @@ def decode_blocks_kernel(
         )
         _rms_norm(x, numba.carray(_pointer(at[FFN_NORM], numba.float32), (d,)), eps, h)
         if sparse:
-            computed[layer] = _sparse_ffn(h, out, at, fdtype, d_ff, knobs[layer], threads)
+            computed[layer] = _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs[layer], threads)
         else:
             _dense_ffn(h, out, at, fdtype, d_ff, knobs[layer], threads)
             computed[layer] = d_ff
