@@ -76,14 +76,20 @@ def plot_quality(quality: dict, path: Path) -> None:
 
 
 def plot_decode(files: list[Path], path: Path) -> None:
-    """One horizontal bar per engine and dtype, grouped by file (one run each), top down."""
-    labels, rates = [], []
+    """One horizontal bar per engine and dtype, grouped by file (one run each), top down; a
+    whisker spans the rounds of a `bench --rounds` run (the bar is their median)."""
+    labels, rates, below, above = [], [], [], []
     for f in files:
         for r in json.loads(f.read_text()):
             labels.append(f"{r['name']} {r['dtype']}" + (f" ({f.stem})" if len(files) > 1 else ""))
-            rates.append(r["decode_tokens_per_s"])
+            rate = r["decode_tokens_per_s"]
+            runs = r.get("decode_runs") or [rate]
+            rates.append(rate)
+            below.append(rate - min(runs))
+            above.append(max(runs) - rate)
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.35 * len(rates)), constrained_layout=True)
-    bars = ax.barh(labels[::-1], rates[::-1], color="C0")
+    whiskers = [below[::-1], above[::-1]]
+    bars = ax.barh(labels[::-1], rates[::-1], xerr=whiskers, color="C0", ecolor="0.4", capsize=2)
     ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set_xlabel("decode tokens/s (batch 1)")
     ax.tick_params(axis="y", labelsize=8)
