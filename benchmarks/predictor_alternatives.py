@@ -7,20 +7,25 @@ masks), per layer, the predicted sparsity of:
                       the profile's criterion: a neuron is active iff |silu(g.x) (u.x)| > t
   rank-64 MLP, gate   the same predictor on CATS's criterion, |silu(g.x)| > t at the same
                       sparsity: one projection instead of a product, is it easier to predict?
-  {3,4}-bit copy      no training: the score |silu(g'.x) (u'.x)| from gate and up rows
-                      quantized to 3 or 4 bits (symmetric, one fp16 scale per 32 weights)
+  N-bit copy          no training: the score |silu(g'.x) (u'.x)| from gate and up rows
+                      quantized to N bits (--bits; symmetric, one fp16 scale per 32 weights)
   exact               the score from the exact rows (the ceiling: the true sparsity)
 
 and each layer's spread of per-neuron firing rates (a skewed spread would let a per-neuron
-prior help; a flat one cannot).
+prior help; a flat one cannot). With --perplexity-tokens N, also the perplexity on the first
+N tokens of WikiText-2's eval split with the profile's thresholds and every layer's neurons
+masked by: nothing more, the trained predictors (--predictors), or the quantized copies
+with a per-layer score cut tuned for the recall on the held-out tokens.
 
-    .venv/bin/python benchmarks/predictor_alternatives.py --profile out/smollm2-wikitext/profile
+    .venv/bin/python benchmarks/predictor_alternatives.py --profile out/smollm2-wikitext/profile \
+        [--predictors out/smollm2-wikitext/predictors --perplexity-tokens 16384]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +47,35 @@ def quantized(w: torch.Tensor, bits: int) -> torch.Tensor:
     return (levels * scale).reshape(w.shape)
 
 
-def sparsity_at_recall(score: torch.Tensor, active: torch.Tensor, recall: float) -> float:
-    """Share of (token, neuron) pairs below the largest score cut that keeps `recall`."""
+def score_cut(score: torch.Tensor, active: torch.Tensor, recall: float) -> float:
+    """The largest cut with score >= cut on a `recall` share of the active pairs."""
     positives = score[active].sort().values
-    cut = positives[positives.numel() - math.ceil(recall * positives.numel())]
-    return 1 - float((score >= cut).float().mean())
+    return float(positives[positives.numel() - math.ceil(recall * positives.numel())])
+
+
+def sparsity_at_recall(score: torch.Tensor, active: torch.Tensor, recall: float) -> float:
+    """Share of (token, neuron) pairs below the cut (score_cut)."""
+    return 1 - float((score >= score_cut(score, active, recall)).float().mean())
+
+
+@dataclass
+class QuantizedCopy:
+    """The predictor PredictedFFN calls: neurons whose |silu(g'.x) (u'.x)| reaches the cut."""
+
+    gate: torch.Tensor
+    up: torch.Tensor
+    cut: float = 0.0
+
+    @classmethod
+    def of(cls, ffn, bits: int) -> QuantizedCopy:
+        return cls(*(quantized(w.float(), bits) for w in (ffn.gate.weight, ffn.up.weight)))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return (F.silu(x @ self.gate.T) * (x @ self.up.T)).abs()
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x) >= self.cut
 
 
 def trained(x: torch.Tensor, active: torch.Tensor, recall: float) -> float:
@@ -62,12 +91,17 @@ def main() -> None:
     parser.add_argument("--layers", default="0,5,15,29")
     parser.add_argument("--tokens", type=int, default=30_000, help="per layer, from the shards")
     parser.add_argument("--recall", type=float, default=0.95)
+    parser.add_argument("--bits", default="3,4", help="widths of the quantized copies")
+    parser.add_argument("--predictors", help="the trained predictors, for the perplexity rows")
+    parser.add_argument("--perplexity-tokens", type=int, default=0, help="0: no perplexity")
     args = parser.parse_args()
+    args.bits = [int(b) for b in args.bits.split(",")]
     model = build_model(load_checkpoint(args.model))
     print(f"predicted sparsity at recall {args.recall}, held-out tokens; firing rate quantiles")
-    print("| layer | rank-64 MLP, h | rank-64 MLP, gate | 3-bit copy | 4-bit copy | exact "
+    copies = "".join(f" {b}-bit copy |" for b in args.bits)
+    print(f"| layer | rank-64 MLP, h | rank-64 MLP, gate |{copies} exact "
           "| neuron firing rate, 5/50/95% |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|" + "---:|" * len(args.bits) + "---:|---|")
     for layer in (int(i) for i in args.layers.split(",")):
         x, active = load_layer_data(args.profile, layer, args.tokens)
         x = x.float()
@@ -80,13 +114,62 @@ def main() -> None:
         held = slice(len(x) - round(len(x) * TrainConfig().holdout), None)  # as LayerData splits
         row = [trained(x, active, args.recall), trained(x, gate_active, args.recall)]
         with torch.no_grad():
-            for bits in (3, 4, None):
-                g, u = (w if bits is None else quantized(w, bits) for w in (gate_w, up_w))
-                score = (F.silu(x[held] @ g.T) * (x[held] @ u.T)).abs()
+            for bits in args.bits:
+                score = QuantizedCopy.of(ffn, bits).score(x[held])
                 row.append(sparsity_at_recall(score, active[held], args.recall))
+            score = QuantizedCopy(gate_w, up_w).score(x[held])  # the exact rows
+            row.append(sparsity_at_recall(score, active[held], args.recall))
         rates = active.float().mean(0).quantile(torch.tensor([0.05, 0.5, 0.95]))
         cells = " | ".join(f"{v:.3f}" for v in row)
         print(f"| {layer} | {cells} | {' / '.join(f'{r:.2f}' for r in rates.tolist())} |")
+
+    if args.perplexity_tokens:
+        compare_perplexity(model, args)
+
+
+@torch.no_grad()
+def compare_perplexity(model, args: argparse.Namespace) -> None:
+    from thermocline.corpus import read_text
+    from thermocline.predictor_trainer import predicted_masks_from
+    from thermocline.predictor_trainer.evaluate import MaskStats, PredictedFFN
+    from thermocline.profiler import apply_thresholds
+    from thermocline.runtime.perplexity import perplexity
+
+    tokenizer = load_checkpoint(args.model).tokenizer
+    ids = tokenizer.encode(read_text("wikitext-2", "eval"))[: args.perplexity_tokens]
+    dense = perplexity(model, ids).perplexity
+    apply_thresholds(model, args.profile)
+    print(f"\nperplexity, first {len(ids)} eval tokens; recall target {args.recall}")
+    print("| masks | perplexity | vs dense | realized sparsity | recall |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| none (dense model) | {dense:.3f} | | | |")
+    thresholded = perplexity(model, ids).perplexity
+    print(f"| thresholds alone | {thresholded:.3f} | {thresholded / dense - 1:+.1%} | | |")
+    runs = []
+    if args.predictors:
+        runs.append(("trained predictors (--predictors)", None))
+    runs += [(f"{bits}-bit copy", bits) for bits in args.bits]
+    for name, bits in runs:
+        if bits is None:
+            with predicted_masks_from(model, args.predictors, args.profile) as stats:
+                ppl = perplexity(model, ids).perplexity
+        else:
+            n = model.cfg.n_layers
+            stats, saved = MaskStats(*([0] * n for _ in range(4))), [b.ffn for b in model.layers]
+            for i, block in enumerate(model.layers):
+                copy = QuantizedCopy.of(block.ffn, bits)
+                x, active = load_layer_data(args.profile, i, args.tokens)
+                held = slice(len(x) - round(len(x) * TrainConfig().holdout), None)
+                copy.cut = score_cut(copy.score(x[held]), active[held], args.recall)
+                block.ffn = PredictedFFN(block.ffn, copy, stats, i)
+            try:
+                ppl = perplexity(model, ids).perplexity
+            finally:
+                for block, ffn in zip(model.layers, saved, strict=True):
+                    block.ffn = ffn
+        t = stats.total()
+        print(f"| {name} | {ppl:.3f} | {ppl / dense - 1:+.1%} | {t['realized_sparsity']:.3f} | "
+              f"{t['recall']:.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
