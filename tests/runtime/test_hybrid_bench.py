@@ -138,7 +138,9 @@ def test_fp16_engines_track_dense():
         f.predictor = f.true_mask
     layerwise = build_layerwise(model, int(0.4 * model.nbytes), torch.device("cpu"))
     assert layerwise.net.layers[-1].attn_norm.weight.dtype == torch.float32
-    for engine in (hybrid, layerwise):
+    all_cpu = build_layerwise(model, 0, torch.device("cpu"))  # from a 16-bit embedding straight
+    assert all_cpu.notes.startswith("0/")  # to fp32 CPU layers
+    for engine in (hybrid, layerwise, all_cpu):
         torch.testing.assert_close(logits(engine, tokens), expected, atol=2e-2, rtol=1e-2)
 
 

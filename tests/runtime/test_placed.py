@@ -99,27 +99,26 @@ def test_an_artifact_without_gpu_residents_runs_all_blocks_on_the_cpu(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
-def test_artifact_placement_on_the_gpu(tmp_path, dtype):
+def test_artifact_placement_on_the_gpu(tmp_path):
     path = tiny_artifact(
         tmp_path, ["norms", "predictors", "layers.0.attention", "layers.0.kv_cache", "lm_head"]
     )
     tokens = torch.randint(0, 256, (1, PROMPT + STEPS), generator=torch.Generator().manual_seed(6))
     on_cpu = Place(torch.device("cpu"), torch.float32)
     # Dense mode: the same neurons on both sides, so the logits compare.
-    cpu = load_artifact_model(path, dtype, dense_mode=True, gpu=on_cpu).model
-    placed = load_artifact_model(path, dtype, dense_mode=True).model
+    cpu = load_artifact_model(path, "fp32", dense_mode=True, gpu=on_cpu).model
+    placed = load_artifact_model(path, "fp32", dense_mode=True).model
     first, second = placed.layers
     assert first.attn.wqkv.weight.is_cuda and first.ffn.hot.up.is_cuda
     assert second.attn.wqkv.weight.is_cpu and placed.lm_head.weight.is_cuda
-    tolerance = 2e-2 if dtype == "fp16" else 1e-3
-    torch.testing.assert_close(
-        logits(placed, tokens), logits(cpu, tokens), atol=tolerance, rtol=tolerance
-    )
+    # fp32 asked of the CPU; the GPU holds what the placement budgeted: the artifact's fp16
+    assert first.attn.wqkv.weight.dtype == placed.lm_head.weight.dtype == torch.float16
+    assert second.attn.wqkv.weight.dtype == torch.float32
+    torch.testing.assert_close(logits(placed, tokens), logits(cpu, tokens), atol=2e-2, rtol=2e-2)
     # With predictors (on the GPU for the first layer, in fp16 there: a logit at the threshold
     # may fall either way), about as many neurons computed as on the CPU.
-    cpu = load_artifact_model(path, dtype, gpu=on_cpu).model
-    placed = load_artifact_model(path, dtype).model
+    cpu = load_artifact_model(path, "fp16", gpu=on_cpu).model
+    placed = load_artifact_model(path, "fp16").model
     assert placed.layers[0].ffn.predictor.w1.is_cuda
     assert torch.isfinite(logits(placed, tokens)).all()
     logits(cpu, tokens)

@@ -138,8 +138,8 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, start, k, v)
         mask, causal = None, seq > 1
         if seq > 1 and start > 0:  # new tokens attend to the whole cached prefix
-            rows = torch.arange(start, start + seq).unsqueeze(1)
-            mask, causal = torch.arange(start + seq).unsqueeze(0) <= rows, False
+            rows = torch.arange(start, start + seq, device=x.device).unsqueeze(1)
+            mask, causal = torch.arange(start + seq, device=x.device).unsqueeze(0) <= rows, False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True
         )

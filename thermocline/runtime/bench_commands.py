@@ -15,6 +15,7 @@ import typer
 
 from thermocline.errors import ThermoclineError
 from thermocline.models.checkpoint import resolve_model_path
+from thermocline.models.transformer import Transformer
 from thermocline.runtime.bench import DecodeTiming, bench_model
 from thermocline.runtime.commands import DtypeOpt, ModelArg, ModelOpt, pick_model
 
@@ -44,22 +45,25 @@ def _engines(
     spec: str, dtype: str, new_tokens: int, llamacpp: bool, prompt: str
 ) -> list[Callable[[], DecodeTiming]]:
     """One timer per engine: the sparse engine (if the model has predictors), its dense mode,
-    llama.cpp at F32 and F16 on the same weights."""
+    llama.cpp at F32 and F16 on the same weights. Each loads its model when it runs and lets
+    it go after, so that one engine at a time holds memory (a GPU's, with an artifact)."""
     from thermocline.runtime.engine import load_model
     from thermocline.runtime.sparse_engine import load_artifact_model
 
     path = resolve_model_path(spec)
     loaded = load_model(spec, dtype)
-    ids = loaded.tokenizer.encode(prompt)
-    models = [(f"thermocline {loaded.mode}", loaded.model)]
-    if loaded.mode == "sparse":
-        models.append(
-            ("thermocline dense", load_artifact_model(path, dtype, dense_mode=True).model)
-        )
+    ids, mode = loaded.tokenizer.encode(prompt), loaded.mode
+    del loaded
+
+    def time_ours(name: str, load: Callable[[], Transformer]) -> DecodeTiming:
+        return bench_model(name, dtype, load(), ids, new_tokens)
+
     timers = [
-        functools.partial(bench_model, name, dtype, model, ids, new_tokens)
-        for name, model in models
+        functools.partial(time_ours, f"thermocline {mode}", lambda: load_model(spec, dtype).model)
     ]
+    if mode == "sparse":
+        dense = functools.partial(load_artifact_model, path, dtype, dense_mode=True)
+        timers.append(functools.partial(time_ours, "thermocline dense", lambda: dense().model))
     gguf = _source_gguf(path) if llamacpp else None
     if gguf is not None:
         from thermocline.runtime.llamacpp import gguf_baseline, llamacpp_decode

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from thermocline.errors import ThermoclineError
 from thermocline.models.transformer import Block, Place, Transformer
@@ -50,22 +50,16 @@ class GpuResidents:
 
 class _ToPlace:
     """Forward pre-hook of a block: its hidden state to the block's place, and its RoPE rows
-    from fp32 tables kept there (not through a 16-bit hidden state, not copied each token)."""
+    from tables kept there in its dtype (made once per place, not copied each token)."""
 
-    def __init__(self, model: Transformer, place: Place):
-        self.place = place
-        self.tables = (
-            (model.rope_cos.to(place.device), model.rope_sin.to(place.device))
-            if hasattr(model, "rope_cos")
-            else None
-        )
+    def __init__(self, place: Place, tables: tuple[Tensor, Tensor] | None):
+        self.place, self.tables = place, tables
 
     def __call__(self, block: Block, args: tuple) -> tuple:
         x, start, rope, cache = args
         x = x.to(*self.place)
         if rope is not None:
-            end = start + x.shape[1]
-            rope = tuple(t[start:end].to(self.place.dtype) for t in self.tables)
+            rope = tuple(t[start : start + x.shape[1]] for t in self.tables)
         return x, start, rope, cache
 
 
@@ -100,15 +94,16 @@ def _place_head(model: Transformer, place: Place) -> None:
 
 def route(model: Transformer, places: list[Place], head: Place) -> Transformer:
     """Forward hooks that run each block in its place and the head (final norm, lm_head) in
-    its own, whatever the weights were moved there by: the hidden state follows (the embedding
-    gives it on the CPU), and the logits come back to the CPU in fp32 for sampling and the loss."""
-    previous = CPU
+    its own, whatever moved the weights there: the hidden state follows (from wherever the
+    embedding gives it), and the logits come back to the CPU in fp32 for sampling and the
+    loss. Every block is hooked: a moved tensor that is already in place costs nothing."""
+    tables = {}
+    for place in dict.fromkeys(places):
+        if hasattr(model, "rope_cos"):  # from the fp32 tables, not through a 16-bit state
+            tables[place] = tuple(t.to(*place) for t in (model.rope_cos, model.rope_sin))
     for block, place in zip(model.layers, places, strict=True):
-        if place != CPU or previous != CPU:  # RoPE rows there too, not only the hidden state
-            block.register_forward_pre_hook(_ToPlace(model, place))
-        previous = place
-    if head != previous:
-        model.norm.register_forward_pre_hook(lambda m, args: (args[0].to(*head),))
+        block.register_forward_pre_hook(_ToPlace(place, tables.get(place)))
+    model.norm.register_forward_pre_hook(lambda m, args: (args[0].to(*head),))
     if head != CPU:
         model.lm_head.register_forward_hook(lambda m, args, out: out.to(*CPU))
     return model

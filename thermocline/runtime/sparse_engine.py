@@ -112,7 +112,8 @@ def load_artifact_model(
     """The artifact's engine; dense_mode computes every neuron (no predictors).
 
     `gpu` is where the hot neurons and the placement's GPU residents run (placed.py): by
-    default the CUDA GPU when there is one, in the weights' dtype; without one, the CPU runs all.
+    default the CUDA GPU when there is one, in the artifact's dtype whatever `dtype` asks of
+    the CPU (the placement's budget counted bytes in it); without one, the CPU runs all.
     """
     from thermocline.converter import read_artifact
 
@@ -124,8 +125,8 @@ def load_artifact_model(
     cfg = artifact.config
     if max_seq_len is not None:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), "max_seq_len": max_seq_len})
-    if gpu is None and torch.cuda.is_available():
-        gpu = Place(torch.device("cuda"), parse_dtype(dtype))
+    if gpu is None and torch.cuda.is_available():  # in the dtype the placement budgeted
+        gpu = Place(torch.device("cuda"), parse_dtype(artifact.dtype))
     # fp32 copies of the non-FFN weights, or the stored 16-bit ones straight from the map.
     dense = {k: v.float() if dtype == "fp32" else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None

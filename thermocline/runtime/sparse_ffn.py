@@ -72,7 +72,11 @@ class SparseFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = x.reshape(-1, x.shape[-1])
-        mask = self.predictor(tokens) if self.predictor is not None else None
+        mask = None
+        if self.predictor is not None:
+            # Once to the CPU, where the cold ids are needed and the counts kept: from a GPU
+            # predictor, each step below would wait for the device on its own.
+            mask = self.predictor(tokens).cpu()
         self.stats.tokens += tokens.shape[0]
         self.stats.neurons += tokens.shape[0] * self.cfg.d_ff
         self.stats.computed += (
@@ -81,7 +85,7 @@ class SparseFeedForward(nn.Module):
         if self.measure_recall and mask is not None:
             truth = self.true_mask(tokens)
             self.stats.truly_active += int(truth.sum())
-            self.stats.found += int((truth & mask.cpu()).sum())
+            self.stats.found += int((truth & mask).sum())
         if tokens.shape[0] >= self.dense_min_tokens:
             y = self._masked_dense(tokens, mask)
         else:
@@ -91,9 +95,10 @@ class SparseFeedForward(nn.Module):
             y = torch.stack(
                 [self._sparse_token(t, m) for t, m in zip(tokens.float(), mask, strict=True)]
             )
+        y = y.to(x.device)
         if self.down_bias is not None:
-            y = y + self.down_bias
-        return y.to(x.device, x.dtype).view(x.shape)  # from the CPU, where the parts meet
+            y = y + self.down_bias.to(y.device)
+        return y.to(x.dtype).view(x.shape)
 
     def bytes_per_token(self) -> float:
         """Weight bytes read per token so far: the computed neurons' rows and the predictor."""
@@ -108,15 +113,16 @@ class SparseFeedForward(nn.Module):
         return computed * per_neuron + predictor
 
     def _sparse_token(self, x: Tensor, mask: Tensor) -> Tensor:
-        """One token (x and mask where the block runs): launch the hot neurons (asynchronous on
-        a GPU), compute the cold ones on the CPU meanwhile, then add the two partial outputs."""
+        """One token (x where its block runs, the mask on the CPU): launch the hot neurons
+        (asynchronous on a GPU), compute the cold ones on the CPU meanwhile, then add the two
+        partial outputs where the block runs (one copy, of the other side's part)."""
         n_hot = self.hot.n
         active = mask.nonzero().squeeze(1)
         split = int(torch.searchsorted(active, n_hot))  # active ids are sorted: hot ids come first
         hot_ids, cold_ids = active[:split], active[split:] - n_hot
-        # The CPU's inputs before the launch: from a GPU-resident block, a copy queued after
+        # The CPU's input before the launch: from a GPU-resident block, a copy queued after
         # the hot kernels would wait for them, and the two halves would not overlap.
-        x_cpu, cold_ids = x.cpu(), cold_ids.cpu()
+        x_cpu = x.cpu()
         y_hot = None
         if n_hot and len(hot_ids):
             y_hot = self.hot_executor(
@@ -126,7 +132,8 @@ class SparseFeedForward(nn.Module):
             y = self.cold_executor(x_cpu, cold_ids)
         else:
             y = torch.zeros(x.shape)
-        return y if y_hot is None else y + y_hot.to("cpu")
+        y = y.to(x.device)
+        return y if y_hot is None else y + y_hot.to(x.device)
 
     def _block_activations(self, block: NeuronBlock, tokens: Tensor) -> Tensor:
         """h [N, n] of every neuron of a block, zeroed at or below the layer's threshold."""
