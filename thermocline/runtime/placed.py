@@ -2,9 +2,9 @@
 
 The placement (placement_solver/residents.py) gives the GPU, in priority order: the norms, the
 predictors, attention with its KV cache for a prefix of layers, then lm_head. A layer whose
-attention is resident runs its whole block there, in the weights' dtype: norms, attention, KV
-cache, predictor and residual stream; its FFN hands the hidden state to the CPU for the cold
-neurons and takes the sum back (SparseFeedForward). Norms and predictors go with their layer:
+attention is resident runs its whole block there, in the artifact's dtype: norms, attention,
+KV cache, predictor and residual stream; its FFN hands the hidden state to the CPU for the cold
+neurons and adds their part to the hot neurons' there (SparseFeedForward). Norms and predictors go with their layer:
 on a layer whose attention stays on the CPU the hidden state is already there, and a GPU copy
 of them would only add a hand-off. Embeddings stay on the CPU (a row lookup).
 
