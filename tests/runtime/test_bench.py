@@ -21,7 +21,7 @@ def invoke(*args: str):
 
 
 def test_rounds_take_turns_and_report_the_median(tmp_path, monkeypatch):
-    rates = iter([30.0, 10.0, 10.0, 20.0, 20.0, 30.0])  # sparse, dense, sparse, dense, ...
+    rates = iter([30.0, 10.0, 20.0, 10.0, 20.0, 30.0])  # sparse, dense; dense, sparse; ...
     real = bench_commands.bench_model
 
     def timed(*args):

@@ -88,16 +88,19 @@ def _engines(
 def run_bench(
     spec: str, dtype: str, new_tokens: int, llamacpp: bool, prompt: str = PROMPT, rounds: int = 1
 ) -> list[DecodeTiming]:
-    """A row per engine (_engines). Each is timed `rounds` times, round-robin, so that drift
-    on a shared machine falls on every engine alike; a row is its median-rate round, with
-    every round's decode rate in `decode_runs`."""
+    """A row per engine (_engines). Each is timed `rounds` times, round-robin with the order
+    rotating, so that drift on a shared machine falls on every engine alike; a row is its
+    median-rate round, with every round's decode rate in `decode_runs`."""
     if rounds < 1:
         raise ThermoclineError(f"--rounds must be at least 1, got {rounds}")
     timers = _engines(spec, dtype, new_tokens, llamacpp, prompt)
     runs: list[list[DecodeTiming]] = [[] for _ in timers]
-    for _ in range(rounds):
-        for timer, timings in zip(timers, runs, strict=True):
-            timings.append(timer())
+    for r in range(rounds):
+        # Each round starts one engine later: what runs just before an engine matters here
+        # (llama.cpp's threads spin on for a while after it returns), so no engine always
+        # follows the same one.
+        for i in [(r + k) % len(timers) for k in range(len(timers))]:
+            runs[i].append(timers[i]())
     rows = []
     for timings in runs:
         ranked = sorted(timings, key=lambda t: t.decode_tokens_per_s)
