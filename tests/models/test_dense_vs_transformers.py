@@ -30,6 +30,9 @@ def assert_decode_matches(model, tokens, expected) -> None:
     with torch.inference_mode():
         prefill = model(tokens[:, :PROMPT], 0, cache)[0]
         torch.testing.assert_close(prefill, expected[:PROMPT], atol=1e-4, rtol=0)
+        last = model(tokens[:, :PROMPT], 0, model.new_cache(1, PROMPT), last_only=True)
+        assert last.shape == (1, 1, expected.shape[-1])  # the head ran on one position
+        torch.testing.assert_close(last[0, 0], expected[PROMPT - 1], atol=1e-4, rtol=0)
         for step in range(PROMPT, PROMPT + DECODE_STEPS):
             logits = model(tokens[:, step : step + 1], step, cache)[0, -1]
             torch.testing.assert_close(logits, expected[step], atol=1e-4, rtol=0)

@@ -236,8 +236,12 @@ class Transformer(nn.Module):
             x = self.project_out(x)
         return self.lm_head(x)
 
-    def forward(self, tokens: Tensor, start: int = 0, cache: KVCache | None = None) -> Tensor:
-        """Logits [batch, seq, vocab] for tokens [batch, seq] at positions start.."""
+    def forward(
+        self, tokens: Tensor, start: int = 0, cache: KVCache | None = None, last_only: bool = False
+    ) -> Tensor:
+        """Logits [batch, seq, vocab] for tokens [batch, seq] at positions start..; with
+        last_only, [batch, 1, vocab] of the last position: all a prompt needs before the
+        first sampled token, without the head's GEMM over every position."""
         x, rope = self.embed_tokens(tokens, start)
         fused = self.fused_decode
         if fused is not None and tokens.numel() == 1 and cache is not None and fused.covers(self):
@@ -245,7 +249,7 @@ class Transformer(nn.Module):
         else:
             for block in self.layers:
                 x = block(x, start, rope, cache)
-        return self.head(x)
+        return self.head(x[:, -1:] if last_only else x)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """A KV cache with each layer's part where that layer runs, in its activation dtype:

@@ -91,7 +91,7 @@ class StopMatcher:
 @torch.inference_mode()
 def prefill(model: Transformer, tokens: list[int], cache: KVCache, start: int = 0) -> Tensor:
     """Run the prompt through the model; logits of its last position."""
-    return model(torch.tensor([tokens]), start, cache)[0, -1]
+    return model(torch.tensor([tokens]), start, cache, last_only=True)[0, -1]
 
 
 @torch.inference_mode()
