@@ -124,3 +124,15 @@ def test_artifact_placement_on_the_gpu(tmp_path):
     logits(cpu, tokens)
     for ours, theirs in zip(placed.layers, cpu.layers, strict=True):
         assert ours.ffn.stats.computed == pytest.approx(theirs.ffn.stats.computed, rel=0.05)
+
+
+def test_out_of_gpu_memory_is_one_clear_error(tmp_path, monkeypatch):
+    from thermocline.runtime import sparse_engine
+
+    def full(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(sparse_engine, "place_residents", full)
+    path = tiny_artifact(tmp_path, ["norms", "layers.0.attention", "layers.0.kv_cache"])
+    with pytest.raises(ThermoclineError, match=r"1\.00 MiB budget.*smaller --vram-budget"):
+        load_artifact_model(path, "fp16", gpu=SECOND_PLACE)

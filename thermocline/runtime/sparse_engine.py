@@ -17,6 +17,7 @@ from thermocline.converter.reader import LayerFFN, NeuronBlock
 from thermocline.errors import ThermoclineError
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import Place, Transformer
+from thermocline.placement_solver.units import format_size
 from thermocline.runtime.engine import LoadedModel, parse_dtype, prepare_cpu_model
 from thermocline.runtime.placed import GpuResidents, place_residents
 from thermocline.runtime.sparse_ffn import SparseFeedForward
@@ -130,12 +131,20 @@ def load_artifact_model(
     # fp32 copies of the non-FFN weights, or the stored 16-bit ones straight from the map.
     dense = {k: v.float() if dtype == "fp32" else v for k, v in artifact.dense.items()}
     use_predictors = not dense_mode and artifact.layers[0].predictor is not None
-    model = sparse_transformer(
-        cfg, dense, artifact.layers, use_predictors, gpu.device if gpu else "cpu"
-    )
-    if gpu is not None and artifact.placement is not None:
-        residents = GpuResidents.parse(artifact.placement["gpu_residents"], cfg.n_layers)
-        place_residents(model, residents, gpu)
+    try:
+        model = sparse_transformer(
+            cfg, dense, artifact.layers, use_predictors, gpu.device if gpu else "cpu"
+        )
+        if gpu is not None and artifact.placement is not None:
+            residents = GpuResidents.parse(artifact.placement["gpu_residents"], cfg.n_layers)
+            place_residents(model, residents, gpu)
+    except torch.OutOfMemoryError:
+        budget = format_size((artifact.placement or {}).get("vram_budget_bytes", 0))
+        raise ThermoclineError(
+            f"the GPU ran out of memory holding what {path.name}'s placement puts there (a "
+            f"{budget} budget): re-run `thermocline place` with a smaller --vram-budget and "
+            "convert again, or hide the GPU (CUDA_VISIBLE_DEVICES=) to run on the CPU"
+        ) from None
     return LoadedModel(
         str(path), prepare_cpu_model(model, dtype), artifact.tokenizer,
         "sparse" if use_predictors else "dense",
