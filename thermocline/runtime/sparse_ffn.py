@@ -66,6 +66,8 @@ class SparseFeedForward(nn.Module):
         self.down_bias = None if down_bias is None else down_bias.detach()
         self.hot_executor, self.cold_executor = hot_executor, cold_executor
         self.hot_device = torch.device(hot_device)
+        # The dense mode's hot ids, every token the same: kept where the hot block is.
+        self.every_hot = torch.arange(hot.n, device=self.hot_device)
         self.dense_min_tokens = dense_min_tokens  # from this many tokens on, masked dense is faster
         self.stats = SparsityStats()
         self.measure_recall = False  # compare the predictor with the true active set (slow)
@@ -126,7 +128,8 @@ class SparseFeedForward(nn.Module):
         y_hot = None
         if n_hot and len(hot_ids):
             y_hot = self.hot_executor(
-                x.to(self.hot_device, non_blocking=True), hot_ids.to(self.hot_device)
+                x.to(self.hot_device, non_blocking=True),
+                self.every_hot if self.predictor is None else hot_ids.to(self.hot_device),
             )
         if self.cold.n and len(cold_ids):
             y = self.cold_executor(x_cpu, cold_ids)
