@@ -152,15 +152,16 @@ class SparseFeedForward(nn.Module):
         )
 
     def _masked_dense(self, tokens: Tensor, mask: Tensor | None) -> Tensor:
-        """All neurons by GEMM, then the predicted mask applied: for prefill."""
-        y = torch.zeros(tokens.shape, dtype=torch.float32)
-        start = 0
+        """All neurons by GEMM, then the predicted mask applied: for prefill. As in
+        _sparse_token, the CPU's input is copied first and the hot block's GEMMs are queued
+        before the cold block's run, so that a GPU's part and the CPU's overlap."""
+        tokens_cpu = tokens.cpu()
+        parts, start = [], 0
         for block in (self.hot, self.cold):
-            if block.n == 0:
-                continue
-            h = self._block_activations(block, tokens)
-            if mask is not None:
-                h = h * mask[:, start : start + block.n].to(h.device)
-            y += (h.to(block.down_t.dtype) @ block.down_t).float().to("cpu")
-            start += block.n
-        return y
+            if block.n:
+                h = self._block_activations(block, tokens_cpu if block.up.is_cpu else tokens)
+                if mask is not None:
+                    h = h * mask[:, start : start + block.n].to(h.device)
+                parts.append((h.to(block.down_t.dtype) @ block.down_t).float())
+                start += block.n
+        return sum((part.cpu() for part in parts), torch.zeros(tokens.shape))
