@@ -44,6 +44,7 @@ def test_table_shows_the_range_and_bad_arguments_are_refused(tmp_path):
     path = tiny_artifact(tmp_path, [])
     result = invoke(str(path), "--dtype", "fp16", "-n", "2", "--rounds", "2")
     assert result.exit_code == 0, result.output
+    assert "decode: the median of 2 rounds (range)" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith("| thermocline")]
     assert len(rows) == 2 and all("-" in row.split("|")[3] for row in rows)  # "median (lo-hi)"
     result = invoke(str(path), "--rounds", "0")

@@ -157,6 +157,7 @@ def bench(
     typer.echo(
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; prompt {rows[0].prompt_tokens} tokens, {new_tokens} new"
+        + (f"; decode: the median of {rounds} rounds (range)" if rounds > 1 else "")
     )
     typer.echo(format_table(rows))
 
