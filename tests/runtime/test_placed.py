@@ -96,6 +96,7 @@ def test_an_artifact_without_gpu_residents_runs_all_blocks_on_the_cpu(tmp_path):
     placed = load_artifact_model(tiny_artifact(tmp_path, []), "fp16", gpu=SECOND_PLACE).model
     assert all(isinstance(b.attn.wqkv, HalfLinear) for b in placed.layers)
     assert placed.new_cache(1, 4).k is not None
+    assert placed.fused_decode is not None and placed.fused_decode.covers(placed)  # no hooks
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -111,6 +111,8 @@ def route(model: Transformer, places: list[Place], head: Place) -> Transformer:
 
 def place_residents(model: Transformer, residents: GpuResidents, place: Place) -> Transformer:
     """In place, on an assembled artifact model still all on the CPU (before half_weights)."""
+    if residents == GpuResidents(0, lm_head=False):  # no hooks: the fused CPU step can run
+        return model
     for block in model.layers[: residents.layers]:
         _place_block(block, place)
     if residents.lm_head:
