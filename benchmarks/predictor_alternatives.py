@@ -24,7 +24,6 @@ with a per-layer score cut tuned for the recall on the held-out tokens.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,12 @@ import torch.nn.functional as F
 
 from thermocline.models import build_model, load_checkpoint
 from thermocline.predictor_trainer.config import TrainConfig
-from thermocline.predictor_trainer.fit import LayerData, fit_predictor
+from thermocline.predictor_trainer.fit import (
+    LayerData,
+    fit_predictor,
+    heldout_metrics,
+    tune_threshold,
+)
 from thermocline.profiler.shards import load_layer_data
 
 GROUP = 32  # weights per quantization scale
@@ -47,20 +51,22 @@ def quantized(w: torch.Tensor, bits: int) -> torch.Tensor:
     return (levels * scale).reshape(w.shape)
 
 
-def score_cut(score: torch.Tensor, active: torch.Tensor, recall: float) -> float:
-    """The largest cut with score >= cut on a `recall` share of the active pairs."""
-    positives = score[active].sort().values
-    return float(positives[positives.numel() - math.ceil(recall * positives.numel())])
-
-
 def sparsity_at_recall(score: torch.Tensor, active: torch.Tensor, recall: float) -> float:
-    """Share of (token, neuron) pairs below the cut (score_cut)."""
-    return 1 - float((score >= score_cut(score, active, recall)).float().mean())
+    """Share of (token, neuron) pairs below the largest cut that keeps `recall`, scored as the
+    trainer scores its logits."""
+    return heldout_metrics(score, active, tune_threshold(score, active, recall))[
+        "predicted_sparsity"
+    ]
+
+
+def held_out(x: torch.Tensor, active: torch.Tensor) -> LayerData:
+    """The trainer's split of one layer's tokens: its held-out slice is what is scored here."""
+    return LayerData.split(x, active, TrainConfig().holdout, "cpu")
 
 
 @dataclass
 class QuantizedCopy:
-    """The predictor PredictedFFN calls: neurons whose |silu(g'.x) (u'.x)| reaches the cut."""
+    """The predictor PredictedFFN calls: neurons whose |silu(g'.x) (u'.x)| exceeds the cut."""
 
     gate: torch.Tensor
     up: torch.Tensor
@@ -75,12 +81,12 @@ class QuantizedCopy:
         return (F.silu(x @ self.gate.T) * (x @ self.up.T)).abs()
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score(x) >= self.cut
+        return self.score(x) > self.cut
 
 
 def trained(x: torch.Tensor, active: torch.Tensor, recall: float) -> float:
     config = TrainConfig(recall=recall)
-    predictor = fit_predictor(LayerData.split(x, active, config.holdout, "cpu"), 64, config, 4)
+    predictor = fit_predictor(held_out(x, active), 64, config, 4)
     return predictor.metrics["predicted_sparsity"]
 
 
@@ -98,8 +104,8 @@ def main() -> None:
     args.bits = [int(b) for b in args.bits.split(",")]
     model = build_model(load_checkpoint(args.model))
     print(f"predicted sparsity at recall {args.recall}, held-out tokens; firing rate quantiles")
-    copies = "".join(f" {b}-bit copy |" for b in args.bits)
-    print(f"| layer | rank-64 MLP, h | rank-64 MLP, gate |{copies} exact "
+    copy_columns = "".join(f" {b}-bit copy |" for b in args.bits)
+    print(f"| layer | rank-64 MLP, h | rank-64 MLP, gate |{copy_columns} exact "
           "| neuron firing rate, 5/50/95% |")  # fmt: skip
     print("|---:|---:|---:|" + "---:|" * len(args.bits) + "---:|---|")
     for layer in (int(i) for i in args.layers.split(",")):
@@ -111,14 +117,12 @@ def main() -> None:
             gate = F.silu(x @ gate_w.T).abs()
             share = float(active.float().mean())
             gate_active = gate > gate.flatten().kthvalue(round((1 - share) * gate.numel())).values
-        held = slice(len(x) - round(len(x) * TrainConfig().holdout), None)  # as LayerData splits
         row = [trained(x, active, args.recall), trained(x, gate_active, args.recall)]
+        data = held_out(x, active)
         with torch.no_grad():
-            for bits in args.bits:
-                score = QuantizedCopy.of(ffn, bits).score(x[held])
-                row.append(sparsity_at_recall(score, active[held], args.recall))
-            score = QuantizedCopy(gate_w, up_w).score(x[held])  # the exact rows
-            row.append(sparsity_at_recall(score, active[held], args.recall))
+            copies = [QuantizedCopy.of(ffn, bits) for bits in args.bits]
+            for copy in [*copies, QuantizedCopy(gate_w, up_w)]:  # the exact rows last
+                row.append(sparsity_at_recall(copy.score(data.held_x), data.held_y, args.recall))
         rates = active.float().mean(0).quantile(torch.tensor([0.05, 0.5, 0.95]))
         cells = " | ".join(f"{v:.3f}" for v in row)
         print(f"| {layer} | {cells} | {' / '.join(f'{r:.2f}' for r in rates.tolist())} |")
@@ -158,9 +162,8 @@ def compare_perplexity(model, args: argparse.Namespace) -> None:
             stats, saved = MaskStats(*([0] * n for _ in range(4))), [b.ffn for b in model.layers]
             for i, block in enumerate(model.layers):
                 copy = QuantizedCopy.of(block.ffn, bits)
-                x, active = load_layer_data(args.profile, i, args.tokens)
-                held = slice(len(x) - round(len(x) * TrainConfig().holdout), None)
-                copy.cut = score_cut(copy.score(x[held]), active[held], args.recall)
+                data = held_out(*load_layer_data(args.profile, i, args.tokens))
+                copy.cut = tune_threshold(copy.score(data.held_x), data.held_y, args.recall)
                 block.ffn = PredictedFFN(block.ffn, copy, stats, i)
             try:
                 ppl = perplexity(model, ids).perplexity
