@@ -19,9 +19,8 @@ from thermocline.converter.reader import NeuronBlock
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import ffn_activation
 
-MaskPredictor = Callable[
-    [Tensor], Tensor
-]  # tokens [N, d_model] -> active mask [N, d_ff], stored order
+# tokens [N, d_model] -> active mask [N, d_ff], stored order
+MaskPredictor = Callable[[Tensor], Tensor]
 NeuronExecutor = Callable[[Tensor, Tensor], Tensor]  # (x [d], active ids) -> y [d] fp32
 
 
