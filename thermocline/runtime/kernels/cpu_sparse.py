@@ -1,10 +1,11 @@
 """Neuron-sparse FFN on the CPU: one fused numba kernel per layer for the cold neurons.
 
 Each thread takes a contiguous chunk of the active list; per neuron it reads the gate and up
-rows (one pass over x), applies the activation and threshold, and adds h * down_t[j] into its
-own partial output, so the down projection is a row gather with no atomics; the partials are
-summed at the end. Weights stay where they are (memory-mapped), read in fp32, fp16 or bf16
-and widened to fp32 in registers; accumulation is fp32. Why numba and these choices, with
+rows (one pass over x) and applies the activation and threshold, then adds h * down_t[j] of
+the neurons the threshold kept into its own partial output, so the down projection is a row
+gather with no atomics; the partials are summed at the end. Weights stay where they are
+(memory-mapped), read in fp32, fp16 or bf16 and widened to fp32 in registers; accumulation
+is fp32. Why numba and these choices, with
 the measurements: benchmarks/results/cpu_kernels.md.
 
 int8 would be one more case in _widen (sitofp) plus per-row scales: the gate/up dot products
@@ -98,18 +99,27 @@ def _activate(code, z, tau):
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _neurons(x, gate, up, down_t, bias, active, act, t, tau, acc):
-    """acc[b] = sum over the given active neurons j of h_j(x[b]) * down_t[j]."""
+    """acc[b] = sum over the given active neurons j of h_j(x[b]) * down_t[j].
+
+    Two passes: h of every given neuron from its gate and up rows, then the down rows of
+    the neurons the threshold kept (|h| > t for some b; t = 0 keeps all but exact zeros), four
+    per pass over acc. A SiLU model's threshold drops ~40% of the predicted-active neurons:
+    the second pass prefetches exactly the rows it reads, where one pass would prefetch every
+    down row. Measured: benchmarks/results/cpu_kernels.md, "Two passes".
+    """
     nb, d = x.shape
     gated, has_bias = gate.shape[0] > 0, bias.size > 0
-    acc[:nb] = 0.0
+    h = np.empty((active.size, nb), np.float32)
+    kept = np.empty(active.size, np.int64)
+    n_kept = 0
     for k in range(active.size):
         j = active[k]
         if k + PREFETCH_AHEAD < active.size:
             jn = active[k + PREFETCH_AHEAD]
             _prefetch_row(up, jn)
-            _prefetch_row(down_t, jn)
             if gated:
                 _prefetch_row(gate, jn)
+        keep = False
         for b in range(nb):
             xb = x[b]
             z = np.float32(0.0)
@@ -118,15 +128,36 @@ def _neurons(x, gate, up, down_t, bias, active, act, t, tau, acc):
                 for i in range(d):  # gate and up in one pass over x
                     g += _widen(gate[j, i]) * xb[i]
                     z += _widen(up[j, i]) * xb[i]
-                h = _activate(act, float(g), tau)
-                h *= max(z, 0.0) if act == DRELU else z
+                hb = _activate(act, float(g), tau)
+                hb *= max(z, 0.0) if act == DRELU else z
             else:
                 for i in range(d):
                     z += _widen(up[j, i]) * xb[i]
-                h = _activate(act, float(z) + (bias[j] if has_bias else 0.0), tau)
-            if abs(h) <= t:  # t = 0: skip exact zeros (ReLU), saving the down row's bytes
-                continue
-            hf, ab = np.float32(h), acc[b]
+                hb = _activate(act, float(z) + (bias[j] if has_bias else 0.0), tau)
+            if abs(hb) > t:
+                keep = True
+            else:
+                hb = 0.0
+            h[n_kept, b] = hb  # overwritten by the next neuron unless this one is kept
+        if keep:
+            kept[n_kept] = j
+            n_kept += 1
+    acc[:nb] = 0.0
+    quads = n_kept // 4
+    for q in range(quads):  # a quarter of acc's loads and stores of one row per pass
+        k = 4 * q
+        for ahead in range(k + 4 * PREFETCH_AHEAD, min(k + 4 * PREFETCH_AHEAD + 4, n_kept)):
+            _prefetch_row(down_t, kept[ahead])
+        j0, j1, j2, j3 = kept[k], kept[k + 1], kept[k + 2], kept[k + 3]
+        for b in range(nb):
+            h0, h1, h2, h3, ab = h[k, b], h[k + 1, b], h[k + 2, b], h[k + 3, b], acc[b]
+            for i in range(d):
+                ab[i] += (h0 * _widen(down_t[j0, i]) + h1 * _widen(down_t[j1, i])
+                          + h2 * _widen(down_t[j2, i]) + h3 * _widen(down_t[j3, i]))  # fmt: skip
+    for k in range(4 * quads, n_kept):
+        j = kept[k]
+        for b in range(nb):
+            hf, ab = h[k, b], acc[b]
             for i in range(d):
                 ab[i] += hf * _widen(down_t[j, i])
 
