@@ -272,8 +272,9 @@ def build_layerwise(
         if i >= on_gpu and cpu_mode == "engine":  # the engine's dense mode: every neuron
             executor = CpuSparseFFN(b.gate, b.up, b.down_t, cfg.activation)
             net.layers[i].ffn = SparseFeedForward(
-                cfg, _rows(b, 0, 0), b, 0.0, None, 0, None, executor, None, "cpu", DENSE_MIN_TOKENS
-            )
+                cfg, _rows(b, 0, 0), b, 0.0, None, 0, None, executor, None, "cpu",
+                DENSE_MIN_TOKENS[b.up.dtype],
+            )  # fmt: skip
             continue
         state |= {
             f"layers.{i}.ffn.gate.weight": b.gate.to(*place),

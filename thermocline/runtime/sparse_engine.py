@@ -22,9 +22,11 @@ from thermocline.runtime.engine import LoadedModel, parse_dtype, prepare_cpu_mod
 from thermocline.runtime.placed import GpuResidents, place_residents
 from thermocline.runtime.sparse_ffn import SparseFeedForward
 
-# Measured (BENCHMARKS.md, "prefill switch"): from 2 tokens on, one GEMM over all neurons
-# with the predicted mask applied beats per-token sparse kernels on the CPU.
-DENSE_MIN_TOKENS = 2
+# From this many prompt tokens on, one GEMM over every neuron with the predicted masks
+# applied beats the per-token sparse kernels on the CPU (BENCHMARKS.md, "Prefill switch":
+# SmolLM2, benchmarks/prefill_switch.py). torch's 16-bit CPU GEMM is slow, which moves the
+# switch later for 16-bit weights.
+DENSE_MIN_TOKENS = {torch.float32: 3, torch.float16: 5, torch.bfloat16: 5}
 
 
 def _executor(block: NeuronBlock, cfg: ModelConfig, threshold: float, device: torch.device):
@@ -90,7 +92,7 @@ def sparse_transformer(
             _executor(layer.cold, cfg, layer.threshold, torch.device("cpu")),
             layer.down_bias,
             device,
-            DENSE_MIN_TOKENS,
+            DENSE_MIN_TOKENS[layer.cold.up.dtype if layer.cold.n else hot.up.dtype],
         )
     missing, unexpected = model.load_state_dict(dense, strict=False, assign=True)
     if unexpected or [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]:
