@@ -38,6 +38,9 @@ def test_rounds_take_turns_and_report_the_median(tmp_path, monkeypatch):
     assert sparse["decode_runs"] == [30.0, 10.0, 20.0] and sparse["decode_tokens_per_s"] == 20.0
     assert dense["decode_runs"] == [10.0, 20.0, 30.0] and dense["decode_tokens_per_s"] == 20.0
     assert 0 < sparse["sparsity"] < 1 and dense["sparsity"] is None
+    assert 0 < sparse["recall"] <= 1 and dense["recall"] is None
+    # measured in both modes; SiLU with no thresholds (no profile): no h is zero
+    assert sparse["true_sparsity"] == dense["true_sparsity"] == 0.0
 
 
 def test_table_shows_the_range_and_bad_arguments_are_refused(tmp_path):

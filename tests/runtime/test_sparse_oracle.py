@@ -10,6 +10,7 @@ import torch
 from tiny_models import split_layers, tiny_llama, tiny_opt
 
 from thermocline.models import KVCache, build_model, load_checkpoint
+from thermocline.runtime.bench import measure_truth
 from thermocline.runtime.sparse_engine import sparse_transformer
 
 PROMPT, DECODE_STEPS = 6, 12
@@ -75,3 +76,22 @@ def test_prefill_paths_agree(tmp_path, hot_fraction):
         with torch.inference_mode():
             logits.append(sparse(tokens, 0, KVCache(sparse.cfg, 1, 4, torch.float32))[0])
     torch.testing.assert_close(logits[0], logits[1], atol=1e-4, rtol=0)
+
+
+def test_truth_measured_against_an_oracle(tmp_path):
+    """bench's recall pass: an oracle finds every active neuron, and the true sparsity is the
+    oracle's own; the dense mode measures the same true sparsity and no recall."""
+    dense = build_model(load_checkpoint(tiny_llama(tmp_path, "silu")[0]))
+    tokens = torch.randint(0, 256, (8,), generator=torch.Generator().manual_seed(6)).tolist()
+    oracle = oracle_model(dense, 0.3, 0.02)
+    recall, true_sparsity = measure_truth(oracle, tokens)
+    assert recall == 1.0 and true_sparsity > 0.1
+    layers = [b.ffn.stats.sparsity for b in oracle.layers]  # the oracle computes the true set
+    assert true_sparsity == pytest.approx(sum(layers) / len(layers))
+    dense_mode = sparse_transformer(
+        dense.cfg,
+        {k: v for k, v in dense.state_dict().items() if ".ffn." not in k},
+        split_layers(dense, 0.3, 0.02),
+        use_predictors=False,
+    )
+    assert measure_truth(dense_mode, tokens) == (None, pytest.approx(true_sparsity))

@@ -29,6 +29,7 @@ class DecodeTiming:
     prompt_tokens: int
     sparsity: float | None = None  # realized FFN sparsity during the timed decode
     recall: float | None = None  # predictor recall against the true active set
+    true_sparsity: float | None = None  # share of neurons the thresholds zero (no predictor)
     decode_runs: list[float] | None = None  # decode tokens/s of each round, when several
 
     @property
@@ -101,11 +102,13 @@ def realized_sparsity(model: Transformer) -> float | None:
 
 
 @torch.inference_mode()
-def measure_recall(model: Transformer, tokens: list[int]) -> float | None:
-    """Share of truly active neurons the predictors found, over one pass of `tokens`."""
-    ffns = [f for f in sparse_ffns(model) if f.predictor is not None]
+def measure_truth(model: Transformer, tokens: list[int]) -> tuple[float | None, float | None]:
+    """(recall, true sparsity) over one pass of `tokens`: the share of truly active neurons the
+    predictors found (None without predictors), and the share of neurons the thresholds zero
+    (None without sparse FFNs)."""
+    ffns = sparse_ffns(model)
     if not ffns:
-        return None
+        return None, None
     reset_stats(model)
     for f in ffns:
         f.measure_recall = True
@@ -114,7 +117,12 @@ def measure_recall(model: Transformer, tokens: list[int]) -> float | None:
     finally:
         for f in ffns:
             f.measure_recall = False
-    return sum(f.stats.found for f in ffns) / max(1, sum(f.stats.truly_active for f in ffns))
+    stats = [f.stats for f in ffns]
+    truly_active = sum(s.truly_active for s in stats)
+    recall = None
+    if ffns[0].predictor is not None:
+        recall = sum(s.found for s in stats) / max(1, truly_active)
+    return recall, 1 - truly_active / max(1, sum(s.neurons for s in stats))
 
 
 def bench_model(
@@ -131,5 +139,5 @@ def bench_model(
         new_tokens,
         len(prompt),
         sparsity,
-        measure_recall(model, tokens),
+        *measure_truth(model, tokens),
     )

@@ -29,8 +29,8 @@ class SparsityStats:
     tokens: int = 0
     computed: int = 0  # neuron evaluations done (predicted active)
     neurons: int = 0  # neuron evaluations a dense FFN would do
-    truly_active: int = 0  # with measure_recall: neurons really active
-    found: int = 0  # with measure_recall: really active and predicted active
+    truly_active: int = 0  # with measure_recall: neurons really active (|h| above threshold)
+    found: int = 0  # with measure_recall: really active and computed
 
     @property
     def recall(self) -> float:
@@ -39,6 +39,12 @@ class SparsityStats:
     @property
     def sparsity(self) -> float:
         return 1 - self.computed / self.neurons if self.neurons else 0.0
+
+    @property
+    def true_sparsity(self) -> float:
+        """With measure_recall: the share of neurons the threshold zeroes, whose down rows
+        the kernels skip in either mode."""
+        return 1 - self.truly_active / self.neurons if self.neurons else 0.0
 
 
 class SparseFeedForward(nn.Module):
@@ -83,10 +89,10 @@ class SparseFeedForward(nn.Module):
         self.stats.computed += (
             int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
         )
-        if self.measure_recall and mask is not None:
+        if self.measure_recall:
             truth = self.true_mask(tokens)
             self.stats.truly_active += int(truth.sum())
-            self.stats.found += int((truth & mask).sum())
+            self.stats.found += int((truth & mask).sum() if mask is not None else truth.sum())
         if tokens.shape[0] >= self.dense_min_tokens:
             y = self._masked_dense(tokens, mask)
         else:
