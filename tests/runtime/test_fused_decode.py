@@ -10,7 +10,7 @@ from tiny_models import split_layers, tiny_llama, tiny_opt
 from thermocline.models import build_model, load_checkpoint
 from thermocline.models.config import ModelConfig
 from thermocline.models.transformer import KVCache, Place, Transformer
-from thermocline.runtime.bench import reset_stats
+from thermocline.runtime.bench import measure_truth, reset_stats
 from thermocline.runtime.engine import load_model
 from thermocline.runtime.fused_decode import FusedDecode, use_fused_decode, why_not_fusable
 from thermocline.runtime.placed import CPU
@@ -91,6 +91,21 @@ def test_artifact_engine(tmp_path, hot_fraction, with_predictors):
     sparsity = [b.ffn.stats.sparsity for b in model.layers]
     assert all(0.2 < s < 0.8 for s in sparsity) if with_predictors else sparsity == [0, 0]
     assert model.fused_decode.pdtype.dtype == np.int16  # fp16 predictor weights, as stored
+
+
+def test_counts_the_down_rows_it_reads(tmp_path):
+    """The down rows of the computed neurons the threshold kept: the truly active ones the
+    predictor found, as the recall pass counts them through the torch blocks."""
+    model = artifact_engine(tiny_llama(tmp_path / "m")[0], 0.3, 0.02, with_predictors=True)
+    tokens = torch.randint(3, 256, (STEPS,), generator=torch.Generator().manual_seed(4)).tolist()
+    cache = KVCache(model.cfg, 1, STEPS, torch.float32)
+    with torch.inference_mode():
+        for position, token in enumerate(tokens):  # one token at a time: the fused step
+            model(torch.tensor([[token]]), position, cache)
+    fused = [(b.ffn.stats.computed, b.ffn.stats.down_rows) for b in model.layers]
+    measure_truth(model, tokens)
+    assert [down_rows for _, down_rows in fused] == [b.ffn.stats.found for b in model.layers]
+    assert all(0 < down_rows < computed for computed, down_rows in fused)
 
 
 def test_predictor_weights_that_fp16_cannot_hold_are_read_in_fp32(tmp_path):

@@ -160,7 +160,7 @@ class FusedDecode:
         self.eps, self.d_model, self.d_ff = float(cfg.norm_eps), cfg.d_model, cfg.d_ff
         self.cos = model.rope_cos[:, 0].float().contiguous().numpy()
         self.sin = model.rope_sin[:, 0].float().contiguous().numpy()
-        self.computed = np.zeros(cfg.n_layers, np.int64)
+        self.computed = np.zeros((cfg.n_layers, 2), np.int64)  # neurons, down rows read
         self.threads = numba_threads()
 
     def covers(self, model: Transformer) -> bool:
@@ -193,10 +193,11 @@ class FusedDecode:
             v.data_ptr(), k.shape[3], self.computed, self.threads,
         )  # fmt: skip
         if self.sparse:
-            for ffn, computed in zip(self.ffns, self.computed.tolist(), strict=True):
+            for ffn, (computed, down_rows) in zip(self.ffns, self.computed.tolist(), strict=True):
                 stats = ffn.stats
                 stats.tokens, stats.neurons = stats.tokens + 1, stats.neurons + self.d_ff
                 stats.computed += computed
+                stats.down_rows += down_rows
         return x.view(1, 1, -1)
 
 

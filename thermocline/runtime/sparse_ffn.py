@@ -28,6 +28,9 @@ NeuronExecutor = Callable[[Tensor, Tensor], Tensor]  # (x [d], active ids) -> y 
 class SparsityStats:
     tokens: int = 0
     computed: int = 0  # neuron evaluations done (predicted active)
+    # Down rows read: the fused CPU step counts those of the neurons the threshold kept; the
+    # other paths count every computed neuron's (the Triton kernel skips the same rows).
+    down_rows: int = 0
     neurons: int = 0  # neuron evaluations a dense FFN would do
     truly_active: int = 0  # with measure_recall: neurons really active (|h| above threshold)
     found: int = 0  # with measure_recall: really active and computed
@@ -86,9 +89,9 @@ class SparseFeedForward(nn.Module):
             mask = self.predictor(tokens).cpu()
         self.stats.tokens += tokens.shape[0]
         self.stats.neurons += tokens.shape[0] * self.cfg.d_ff
-        self.stats.computed += (
-            int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
-        )
+        computed = int(mask.sum()) if mask is not None else tokens.shape[0] * self.cfg.d_ff
+        self.stats.computed += computed
+        self.stats.down_rows += computed
         if self.measure_recall:
             truth = self.true_mask(tokens)
             self.stats.truly_active += int(truth.sum())
@@ -108,16 +111,19 @@ class SparseFeedForward(nn.Module):
         return y.to(x.dtype).view(x.shape)
 
     def bytes_per_token(self) -> float:
-        """Weight bytes read per token so far: the computed neurons' rows and the predictor."""
-        blocks = [b for b in (self.hot, self.cold) if b.n]
-        per_neuron = sum(
-            t.element_size() * t.shape[1]
-            for t in (blocks[0].gate, blocks[0].up, blocks[0].down_t)
-            if t is not None
-        )
+        """Weight bytes read per token so far: the computed neurons' gate and up rows, the down
+        rows read, and the predictor. Before any token: every row of every neuron."""
+        block = next(b for b in (self.hot, self.cold) if b.n)
+        row_bytes = lambda t: 0 if t is None else t.element_size() * t.shape[1]  # noqa: E731
+        tokens = self.stats.tokens
+        computed = self.stats.computed / tokens if tokens else self.cfg.d_ff
+        down_rows = self.stats.down_rows / tokens if tokens else self.cfg.d_ff
         predictor = self.predictor_bytes if self.predictor is not None else 0
-        computed = self.stats.computed / self.stats.tokens if self.stats.tokens else self.cfg.d_ff
-        return computed * per_neuron + predictor
+        return (
+            computed * (row_bytes(block.gate) + row_bytes(block.up))
+            + down_rows * row_bytes(block.down_t)
+            + predictor
+        )
 
     def _sparse_token(self, x: Tensor, mask: Tensor) -> Tensor:
         """One token (x where its block runs, the mask on the CPU): launch the hot neurons

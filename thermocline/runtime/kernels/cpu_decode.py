@@ -141,7 +141,8 @@ def _dense_ffn(h, out, at, fdtype, d_ff, knobs, threads):
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
 def _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs, threads):
     """out = the FFN over the predicted-active neurons (all of them without a predictor), as
-    SparseFeedForward computes one token on the CPU; returns how many were computed."""
+    SparseFeedForward computes one token on the CPU; returns how many were computed and how
+    many down rows were read (those of the neurons the threshold kept)."""
     d, n_hot = h.size, at[N_HOT]
     ids = np.empty(d_ff, np.int64)
     n_act = 0
@@ -164,6 +165,7 @@ def _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs, threads):
     no_bias = np.zeros(0, np.float32)
     act, cut, tau = int(knobs[ACT]), knobs[CUT], knobs[TAU]
     partial = np.empty((threads, 2, d), np.float32)
+    down_rows = np.zeros((threads, 2), np.int64)
     for c in prange(threads):  # each thread: its share of the hot ids, then of the cold ones
         for side in range(2):
             first, n, side_ids = (
@@ -174,12 +176,12 @@ def _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs, threads):
             down_t = _matrix(at[first + 2], fdtype.dtype, n, d)
             per = (side_ids.size + threads - 1) // threads
             mine = side_ids[c * per : (c + 1) * per]
-            _neurons(h.reshape((1, d)), gate, up, down_t, no_bias, mine, act, cut, tau,
-                     partial[c, side : side + 1])  # fmt: skip
+            down_rows[c, side] = _neurons(h.reshape((1, d)), gate, up, down_t, no_bias, mine,
+                                          act, cut, tau, partial[c, side : side + 1])  # fmt: skip
     out[:] = 0.0
     for c in range(threads):
         out += partial[c, 0] + partial[c, 1]
-    return n_act
+    return n_act, down_rows.sum()
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
@@ -194,8 +196,8 @@ def decode_blocks_kernel(
     pdtype: empty arrays of the attention, FFN and predictor weights' dtypes. sparse: the FFNs
     are neuron-sparse.
     cos, sin: fp32 [head_dim] at pos. cache_k/v: addresses of fp32
-    [layers, kv_heads, cache_len, head_dim]. computed: int64 [layers], set to the neurons
-    each FFN computed. threads: numba's thread count.
+    [layers, kv_heads, cache_len, head_dim]. computed: int64 [layers, 2], set to the neurons
+    each FFN computed and the down rows it read. threads: numba's thread count.
     """
     n_layers, heads, kv_heads, head_dim, d_ff = dims[0], dims[1], dims[2], dims[3], dims[4]
     d = x.size
@@ -210,7 +212,8 @@ def decode_blocks_kernel(
         )
         _rms_norm(x, numba.carray(_pointer(at[FFN_NORM], numba.float32), (d,)), eps, h)
         if sparse:
-            computed[layer] = _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs[layer], threads)
+            n_act, down_rows = _sparse_ffn(h, out, at, fdtype, pdtype, d_ff, knobs[layer], threads)
+            computed[layer, 0], computed[layer, 1] = n_act, down_rows
         else:
             _dense_ffn(h, out, at, fdtype, d_ff, knobs[layer], threads)
             computed[layer] = d_ff

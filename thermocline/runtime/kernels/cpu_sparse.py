@@ -99,7 +99,8 @@ def _activate(code, z, tau):
 
 @njit(fastmath=FASTMATH, cache=True, nogil=True)
 def _neurons(x, gate, up, down_t, bias, active, act, t, tau, acc):
-    """acc[b] = sum over the given active neurons j of h_j(x[b]) * down_t[j].
+    """acc[b] = sum over the given active neurons j of h_j(x[b]) * down_t[j]; returns how
+    many down rows it read.
 
     Two passes: h of every given neuron from its gate and up rows, then the down rows of
     the neurons the threshold kept (|h| > t for some b; t = 0 keeps all but exact zeros), four
@@ -160,6 +161,7 @@ def _neurons(x, gate, up, down_t, bias, active, act, t, tau, acc):
             hf, ab = h[k, b], acc[b]
             for i in range(d):
                 ab[i] += hf * _widen(down_t[j, i])
+    return n_kept
 
 
 @intrinsic
