@@ -8,7 +8,8 @@ from converter.converter_helpers import tiny_artifact
 from typer.testing import CliRunner
 
 from thermocline.errors import ThermoclineError
-from thermocline.runtime import bench_commands
+from thermocline.runtime import bench, bench_commands
+from thermocline.runtime.sparse_engine import load_artifact_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,3 +56,18 @@ def test_table_shows_the_range_and_bad_arguments_are_refused(tmp_path):
     result = invoke(str(path), "-n", "500")  # the tiny model's context is 128 tokens
     assert isinstance(result.exception, ThermoclineError)
     assert "lower --new-tokens" in str(result.exception)
+
+
+def test_sparsity_and_bytes_are_the_timed_decodes(tmp_path, monkeypatch):
+    """Counted over the timed decode's tokens alone, not those of the prefill timing and the
+    recall pass that follow it."""
+    model = load_artifact_model(tiny_artifact(tmp_path, []), "fp16").model
+    counted, real = [], bench.realized_sparsity
+
+    def realized(model):
+        counted.append([f.stats.tokens for f in bench.sparse_ffns(model)])
+        return real(model)
+
+    monkeypatch.setattr(bench, "realized_sparsity", realized)
+    bench.bench_model("sparse", "fp16", model, [1, 2, 3, 4, 5], 6)
+    assert counted == [[6] * model.cfg.n_layers]

@@ -56,22 +56,16 @@ def reset_stats(model: Transformer) -> None:
 
 
 def time_decode(
-    model: Transformer,
-    prompt: list[int],
-    new_tokens: int = 128,
-    prefill_tokens: int = 256,
-    warmup: int = 8,
-) -> tuple[float, float, list[int]]:
-    """(decode tokens/s, prefill tokens/s, tokens decoded): greedy batch-1 decode after `prompt`,
-    EOS ignored; prefill timed separately on `prefill_tokens` tokens (5 tokens time nothing),
-    fewer if the model's context is shorter."""
+    model: Transformer, prompt: list[int], new_tokens: int = 128, warmup: int = 8
+) -> tuple[float, list[int]]:
+    """(decode tokens/s, tokens decoded): greedy batch-1 decode after `prompt`, EOS ignored.
+    The sparse FFNs' stats count the timed tokens alone."""
     context = model.cfg.max_seq_len
     if len(prompt) + new_tokens + warmup > context:
         raise ThermoclineError(
             f"prompt ({len(prompt)}) + {warmup} warm-up + {new_tokens} new tokens exceed the "
             f"model's context of {context} tokens: lower --new-tokens"
         )
-    prefill_tokens = min(prefill_tokens, context)
     cache = model.new_cache(1, len(prompt) + new_tokens + warmup)
     logits = prefill(model, prompt, cache)
     position, tokens = len(prompt), list(prompt)
@@ -85,13 +79,19 @@ def time_decode(
         tokens.append(int(logits.argmax()))
         logits = decode_one(model, tokens[-1], position, cache)
         position += 1
-    decode = new_tokens / (time.perf_counter() - start)
+    return new_tokens / (time.perf_counter() - start), tokens
+
+
+def time_prefill(model: Transformer, tokens: list[int], prefill_tokens: int = 256) -> float:
+    """Prefill tokens/s over `prefill_tokens` tokens repeated from `tokens` (a 5-token prompt
+    times nothing), fewer if the model's context is shorter."""
+    prefill_tokens = min(prefill_tokens, model.cfg.max_seq_len)
     long_prompt = (tokens * (prefill_tokens // len(tokens) + 1))[:prefill_tokens]
     long_cache = model.new_cache(1, prefill_tokens)
     prefill(model, long_prompt, long_cache)  # warm-up at this shape
     start = time.perf_counter()
     prefill(model, long_prompt, long_cache)
-    return decode, prefill_tokens / (time.perf_counter() - start), tokens
+    return prefill_tokens / (time.perf_counter() - start)
 
 
 def realized_sparsity(model: Transformer) -> float | None:
@@ -128,13 +128,14 @@ def measure_truth(model: Transformer, tokens: list[int]) -> tuple[float | None, 
 def bench_model(
     name: str, dtype: str, model: Transformer, prompt: list[int], new_tokens: int
 ) -> DecodeTiming:
-    decode, prefill_rate, tokens = time_decode(model, prompt, new_tokens)
+    decode, tokens = time_decode(model, prompt, new_tokens)
+    # Before prefill and the recall pass add their tokens to the stats.
     sparsity, bytes_per_token = realized_sparsity(model), decode_bytes_per_token(model)
     return DecodeTiming(
         name,
         dtype,
         decode,
-        prefill_rate,
+        time_prefill(model, tokens),
         bytes_per_token,
         new_tokens,
         len(prompt),
