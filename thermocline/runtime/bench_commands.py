@@ -153,11 +153,11 @@ def bench(
     ] = False,
 ) -> None:
     """Batch-1 decode tokens/s, prefill tokens/s, bandwidth achieved, sparsity and recall:
-    the sparse engine and the dense mode of the same engine on the same weights.
-
-    FFN sparsity: the neurons the predictors ruled out. True sparsity: the neurons the
-    thresholds zero, whose down rows both modes skip. GB/s counts every computed neuron's
-    rows, so it overstates what the FFNs read by those skipped rows."""
+    the sparse engine and the dense mode of the same engine on the same weights. FFN
+    sparsity: the neurons the predictors ruled out. True sparsity: the neurons the
+    thresholds zero, whose down rows both modes skip. GB/s: weight bytes read per second;
+    the CPU's one-call decode step leaves the skipped down rows out, other paths (hot
+    neurons on a GPU) count every computed neuron's rows."""
     rows = run_bench(pick_model(model, model_opt), dtype, new_tokens, llamacpp, rounds=rounds)
     if json_out:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))

@@ -43,12 +43,6 @@ class SparsityStats:
     def sparsity(self) -> float:
         return 1 - self.computed / self.neurons if self.neurons else 0.0
 
-    @property
-    def true_sparsity(self) -> float:
-        """With measure_recall: the share of neurons the threshold zeroes, whose down rows
-        the kernels skip in either mode."""
-        return 1 - self.truly_active / self.neurons if self.neurons else 0.0
-
 
 class SparseFeedForward(nn.Module):
     """Drop-in for FeedForward in a Transformer block."""
@@ -114,7 +108,10 @@ class SparseFeedForward(nn.Module):
         """Weight bytes read per token so far: the computed neurons' gate and up rows, the down
         rows read, and the predictor. Before any token: every row of every neuron."""
         block = next(b for b in (self.hot, self.cold) if b.n)
-        row_bytes = lambda t: 0 if t is None else t.element_size() * t.shape[1]  # noqa: E731
+
+        def row_bytes(t: Tensor | None) -> int:
+            return 0 if t is None else t.element_size() * t.shape[1]
+
         tokens = self.stats.tokens
         computed = self.stats.computed / tokens if tokens else self.cfg.d_ff
         down_rows = self.stats.down_rows / tokens if tokens else self.cfg.d_ff
